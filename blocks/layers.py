@@ -1,0 +1,133 @@
+"""PyTorch block modules and the one table from block code to class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from blocks.ir import BlockSpec
+
+ACTIVATION_LAYERS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "relu6": lambda: nn.ReLU6(inplace=True),
+    "swish": lambda: nn.SiLU(inplace=True),
+    "hswish": lambda: nn.Hardswish(inplace=True),
+}
+
+
+def make_act(name: str) -> nn.Module:
+    """A fresh activation module by name."""
+    return ACTIVATION_LAYERS[name]()
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv (no bias) -> BatchNorm -> optional activation, 'same' padding."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                 act: str | None = "relu") -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        if act is not None:
+            layers.append(make_act(act))
+        super().__init__(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: pooled -> 1x1 reduce -> act -> 1x1 expand -> sigmoid gate."""
+
+    def __init__(self, channels: int, squeeze: int, act: str) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.act = make_act("relu" if act == "relu6" else act)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean((2, 3), keepdim=True)
+        scale = self.expand(self.act(self.reduce(scale)))
+        return x * torch.sigmoid(scale)
+
+
+class InvertedResidual(nn.Module):
+    """MBConv: 1x1 expand (skipped at expansion 1) -> depthwise kxk -> SE -> 1x1 project (+ residual)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expansion: float, se: float,
+                 act: str) -> None:
+        super().__init__()
+        hidden = int(round(cin * expansion))
+        self.use_residual = stride == 1 and cin == cout
+        self.expand = ConvBNAct(cin, hidden, 1, act=act) if hidden != cin else nn.Identity()
+        self.depthwise = ConvBNAct(hidden, hidden, kernel, stride, groups=hidden, act=act)
+        self.se = SqueezeExcite(hidden, max(1, int(cin * se)), act) if se > 0 else nn.Identity()
+        self.project = ConvBNAct(hidden, cout, 1, act=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.depthwise(self.expand(x))))
+        return out + x if self.use_residual else out
+
+
+class FusedInvertedResidual(nn.Module):
+    """Fused MBConv: kxk expand conv -> SE -> 1x1 project (a single kxk conv at expansion 1)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expansion: float, se: float,
+                 act: str) -> None:
+        super().__init__()
+        hidden = int(round(cin * expansion))
+        self.use_residual = stride == 1 and cin == cout
+        if hidden == cin:
+            self.expand = ConvBNAct(cin, cout, kernel, stride, act=act)
+            self.se = SqueezeExcite(cout, max(1, int(cin * se)), act) if se > 0 else nn.Identity()
+            self.project = nn.Identity()
+        else:
+            self.expand = ConvBNAct(cin, hidden, kernel, stride, act=act)
+            self.se = SqueezeExcite(hidden, max(1, int(cin * se)), act) if se > 0 else nn.Identity()
+            self.project = ConvBNAct(hidden, cout, 1, act=None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.expand(x)))
+        return out + x if self.use_residual else out
+
+
+class DepthwiseSeparable(InvertedResidual):
+    """Depthwise kxk -> SE -> pointwise 1x1 (an inverted residual with expansion 1)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expansion: float, se: float,
+                 act: str) -> None:
+        super().__init__(cin, cout, kernel, stride, 1, se, act)
+
+
+class PlainConv(ConvBNAct):
+    """A plain kxk conv -> BN -> act layer (stems); expansion and SE do not apply."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expansion: float, se: float,
+                 act: str) -> None:
+        super().__init__(cin, cout, kernel, stride, act=act)
+
+
+# The one table from block code to layer class; every class takes (cin, cout, kernel, stride,
+# expansion, se, act).
+BLOCK_LAYERS: dict[str, type[nn.Module]] = {
+    "ir": InvertedResidual,
+    "fir": FusedInvertedResidual,
+    "ds": DepthwiseSeparable,
+    "conv": PlainConv,
+}
+
+
+class BlockStage(nn.Sequential):
+    """``spec.depth`` layers of ``spec.type``: the first applies the stride and the width change."""
+
+    def __init__(self, spec: BlockSpec, in_channels: int) -> None:
+        layer_cls = BLOCK_LAYERS[spec.type]
+        layers = []
+        for i in range(spec.depth):
+            cin = in_channels if i == 0 else spec.out_channels
+            stride = spec.stride if i == 0 else 1
+            layers.append(layer_cls(cin, spec.out_channels, spec.kernel, stride, spec.expansion, spec.se,
+                                    spec.act))
+        super().__init__(*layers)
+        self.spec = spec
+        self.in_channels = in_channels

@@ -1,0 +1,230 @@
+"""Search spaces as data: fixed stem and head, per-slot stride, width and choices of every knob."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blocks.convert import arch_to_genome, genome_to_arch
+from blocks.ir import KNOBS, Arch, BlockSpec, HeadSpec, _check_keys
+
+
+def conv_out(size: int, stride: int) -> int:
+    """Spatial size after a 'same'-padded conv with odd kernel and ``stride``."""
+    return (size + stride - 1) // stride
+
+
+@dataclass(frozen=True)
+class SlotSpace:
+    """One searchable block slot: fixed stride and output channels, a list of values per knob."""
+
+    stride: int
+    out_channels: int
+    choices: dict[str, tuple] = field(hash=False)
+
+    def block(self, **knobs: Any) -> BlockSpec:
+        """The ``BlockSpec`` of this slot with the given knob values."""
+        return BlockSpec(stride=self.stride, out_channels=self.out_channels, **knobs)
+
+    @property
+    def num_options(self) -> int:
+        """Number of distinct options in this slot."""
+        return math.prod(len(v) for v in self.choices.values())
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A DONNA-style block space: ``stem -> slot_0 -> ... -> slot_{n-1} -> head``."""
+
+    name: str
+    input_size: int
+    in_channels: int
+    num_classes: int
+    stem: tuple[BlockSpec, ...]
+    slots: tuple[SlotSpace, ...]
+    head: HeadSpec
+    description: str = ""
+
+    # ---- shapes -------------------------------------------------------------------------------
+    @property
+    def num_slots(self) -> int:
+        return len(self.slots)
+
+    @cached_property
+    def _shapes(self) -> list[tuple[int, int, int]]:
+        size, channels = self.input_size, self.in_channels
+        for spec in self.stem:
+            size, channels = conv_out(size, spec.stride), spec.out_channels
+        shapes = [(channels, size, size)]
+        for slot in self.slots:
+            size = conv_out(size, slot.stride)
+            shapes.append((slot.out_channels, size, size))
+        return shapes
+
+    def stem_output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) leaving the stem, i.e. entering slot 0."""
+        return self._shapes[0]
+
+    def slot_input_shape(self, i: int) -> tuple[int, int, int]:
+        """(C, H, W) entering slot ``i``."""
+        self._check_slot(i)
+        return self._shapes[i]
+
+    def slot_output_shape(self, i: int) -> tuple[int, int, int]:
+        """(C, H, W) leaving slot ``i``."""
+        self._check_slot(i)
+        return self._shapes[i + 1]
+
+    def head_input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) entering the head."""
+        return self._shapes[-1]
+
+    def _check_slot(self, i: int) -> None:
+        if not 0 <= i < self.num_slots:
+            raise ValueError(f"slot {i} does not exist; space {self.name!r} has slots 0..{self.num_slots - 1}")
+
+    # ---- enumeration --------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of architectures in the space."""
+        return math.prod(slot.num_options for slot in self.slots)
+
+    def options(self, i: int) -> list[BlockSpec]:
+        """Every option of slot ``i`` in genome order (the last knob varies fastest)."""
+        self._check_slot(i)
+        slot = self.slots[i]
+        grids = np.indices([len(slot.choices[k]) for k in KNOBS]).reshape(len(KNOBS), -1).T
+        return [slot.block(**{k: slot.choices[k][j] for k, j in zip(KNOBS, row)}) for row in grids]
+
+    def genome_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inclusive integer bounds (xl, xu) of every gene."""
+        upper = [len(slot.choices[k]) - 1 for slot in self.slots for k in KNOBS]
+        return np.zeros(len(upper), dtype=np.int64), np.asarray(upper, dtype=np.int64)
+
+    # ---- conversions --------------------------------------------------------------------------
+    def make_arch(self, blocks: list[BlockSpec] | tuple[BlockSpec, ...]) -> Arch:
+        """The ``Arch`` of this space with the given searchable blocks."""
+        return Arch(input_size=self.input_size, in_channels=self.in_channels, num_classes=self.num_classes,
+                    stem=self.stem, blocks=tuple(blocks), head=self.head, space=self.name)
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """The integer genome of ``arch``."""
+        return arch_to_genome(arch, self)
+
+    def decode(self, genome: Any) -> Arch:
+        """The ``Arch`` of an integer genome."""
+        return genome_to_arch(genome, self)
+
+    # ---- sampling -----------------------------------------------------------------------------
+    def sample(self, seed: int | np.random.Generator | None = None) -> Arch:
+        """A uniformly random member (each knob of each slot drawn uniformly)."""
+        rng = np.random.default_rng(seed)
+        _, upper = self.genome_bounds()
+        return self.decode(rng.integers(0, upper + 1))
+
+    def sample_many(self, n: int, seed: int | None = None) -> list[Arch]:
+        """``n`` uniformly random members from one seeded generator."""
+        rng = np.random.default_rng(seed)
+        return [self.sample(rng) for _ in range(n)]
+
+    def mutate(self, arch: Arch, prob: float = 0.1, seed: int | np.random.Generator | None = None) -> Arch:
+        """Redraws each gene uniformly with probability ``prob``."""
+        rng = np.random.default_rng(seed)
+        genome = self.encode(arch)
+        _, upper = self.genome_bounds()
+        redraw = rng.random(genome.size) < prob
+        genome[redraw] = rng.integers(0, upper + 1)[redraw]
+        return self.decode(genome).with_provenance(arch.provenance)
+
+    def reference(self) -> Arch:
+        """The largest member: the last value of every knob (the default teacher)."""
+        return self.make_arch([slot.block(**{k: slot.choices[k][-1] for k in KNOBS}) for slot in self.slots])
+
+    # ---- validation ---------------------------------------------------------------------------
+    def validate(self, arch: Arch) -> Arch:
+        """Raises ``ValueError`` naming the field and the allowed values if ``arch`` is not a member."""
+        where = f"space {self.name!r}"
+        for name in ("input_size", "in_channels", "num_classes", "stem", "head"):
+            if getattr(arch, name) != getattr(self, name):
+                raise ValueError(f"{name} {getattr(arch, name)!r} does not match {where}, "
+                                 f"which has {getattr(self, name)!r}")
+        if len(arch.blocks) != self.num_slots:
+            raise ValueError(f"architecture has {len(arch.blocks)} blocks; {where} has {self.num_slots} slots")
+        for i, (slot, spec) in enumerate(zip(self.slots, arch.blocks)):
+            for name in ("stride", "out_channels"):
+                if getattr(spec, name) != getattr(slot, name):
+                    raise ValueError(f"slot {i}: {name} {getattr(spec, name)} not allowed; {where} "
+                                     f"fixes it to {getattr(slot, name)}")
+            for knob in KNOBS:
+                if getattr(spec, knob) not in slot.choices[knob]:
+                    raise ValueError(f"slot {i}: {knob} {getattr(spec, knob)!r} not in "
+                                     f"{list(slot.choices[knob])} ({where})")
+        return arch
+
+    def with_classes(self, num_classes: int) -> SearchSpace:
+        """The same space for a data set with ``num_classes`` classes."""
+        return replace(self, num_classes=num_classes)
+
+    # ---- data form ----------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> SearchSpace:
+        """Reads a space from its JSON form (see ``blocks/spaces.json``)."""
+        keys = ("description", "input_size", "in_channels", "num_classes", "stem", "head", "choices", "slots")
+        _check_keys(data, keys, f"space {name!r}")
+        defaults = data.get("choices", {})
+        slots = []
+        for i, raw in enumerate(data["slots"]):
+            _check_keys(raw, ("stride", "out_channels", "choices"), f"space {name!r} slot {i}")
+            choices = {**defaults, **raw.get("choices", {})}
+            missing = [k for k in KNOBS if k not in choices]
+            if missing:
+                raise ValueError(f"space {name!r} slot {i}: no choices for knob {missing[0]!r}")
+            normalised = {k: tuple(_normalise(k, v) for v in choices[k]) for k in KNOBS}
+            slots.append(SlotSpace(stride=raw["stride"], out_channels=raw["out_channels"], choices=normalised))
+            slots[-1].block(**{k: v[0] for k, v in normalised.items()})  # validates the slot's values
+        return cls(name=name, input_size=data["input_size"], in_channels=data.get("in_channels", 3),
+                   num_classes=data["num_classes"],
+                   stem=tuple(BlockSpec.from_dict(b, f"space {name!r} stem") for b in data["stem"]),
+                   slots=tuple(slots), head=HeadSpec.from_dict(data["head"]),
+                   description=data.get("description", ""))
+
+
+def _normalise(knob: str, value: Any) -> Any:
+    if knob == "se":
+        return float(value)
+    if knob == "expansion" and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def _builtin_spaces() -> dict[str, dict[str, Any]]:
+    return json.loads(resources.files("blocks").joinpath("spaces.json").read_text())
+
+
+def list_spaces() -> list[str]:
+    """Names of the spaces shipped with the package."""
+    return sorted(_builtin_spaces())
+
+
+def get_space(name_or_path: str | Path) -> SearchSpace:
+    """A shipped space by name, or a space from a JSON file ``{"name": {...}}`` or ``{...}``."""
+    builtin = _builtin_spaces()
+    if str(name_or_path) in builtin:
+        return SearchSpace.from_dict(str(name_or_path), builtin[str(name_or_path)])
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.is_file():
+        data = json.loads(path.read_text())
+        if "slots" in data:
+            return SearchSpace.from_dict(path.stem, data)
+        if len(data) == 1:
+            (name, body), = data.items()
+            return SearchSpace.from_dict(name, body)
+    raise ValueError(f"unknown search space {str(name_or_path)!r}; known spaces: {', '.join(builtin)} "
+                     "(or pass a path to a space JSON file)")
