@@ -22,7 +22,7 @@ from blocks.ir import KNOBS, SCHEMA_VERSION, Arch, BlockSpec, HeadSpec, _check_k
 if TYPE_CHECKING:
     from blocks.spaces import SearchSpace
 
-ARCH_KEYS = ("schema_version", "input_size", "in_channels", "num_classes", "stem", "blocks", "head",
+ARCH_KEYS = ("schema_version", "input_size", "in_channels", "num_classes", "stem", "blocks", "head", "key",
              "space", "provenance", "params", "macs")
 _TOKEN_RE = {
     "depth": re.compile(r"^d(\d+)$"), "kernel": re.compile(r"^k(\d+)$"),
@@ -107,7 +107,9 @@ def arch_from_json(source: str | Path) -> Arch:
     try:
         return arch_from_dict(data)
     except ValueError as err:
-        raise ValueError(f"{origin}: {err}") if origin != "text" else err from None
+        if origin == "text":
+            raise
+        raise ValueError(f"{origin}: {err}") from None
 
 
 # ---- compact string --------------------------------------------------------------------------

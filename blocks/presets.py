@@ -33,3 +33,26 @@ def get_preset(name: str, num_classes: int | None = None) -> Arch:
 
         arch = replace(arch, num_classes=num_classes)
     return arch
+
+
+def resolve_arch(ref: str) -> Arch:
+    """An ``Arch`` from a preset name, an IR JSON file or a compact architecture string."""
+    from pathlib import Path
+
+    if ref in _builtin() or ref.endswith("/reference"):
+        return get_preset(ref)
+    if ref.endswith(".json") or Path(ref).is_file():
+        return Arch.from_json(Path(ref))
+    if " " not in ref.strip():
+        raise ValueError(f"{ref!r} is not a preset ({', '.join(list_presets())}), an existing .json file "
+                         "or an architecture string ('in3x32 stem[...] <blocks> head[...] n10')")
+    return Arch.from_string(ref)
+
+
+def describe_arch(arch: Arch) -> dict:
+    """The IR JSON dict of ``arch`` with ``key``, ``params`` and ``macs`` added."""
+    from blocks.builder import build_model
+    from blocks.counting import count_params_macs
+
+    params, macs = count_params_macs(build_model(arch), (arch.in_channels, arch.input_size, arch.input_size))
+    return {**arch.to_dict(), "key": arch.key, "params": params, "macs": macs}

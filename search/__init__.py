@@ -1,1 +1,44 @@
-"""search package."""
+"""Architecture search: searcher registry (NSGA-II via pymoo, random), Pareto fronts, hypervolume, outputs."""
+
+from search import nsga2 as _nsga2  # noqa: F401  (registers "nsga2")
+from search import random_search as _random_search  # noqa: F401  (registers "random")
+from search.base import GenomeSearcher, Searcher, SearchResult
+from search.nsga2 import NSGA2Config, NSGA2Searcher
+from search.objectives import GenomeProblem, Objective, resolve_reference
+from search.outputs import SearchOutputs, finalize_search, front_rows, write_search_outputs
+from search.pareto import (
+    HypervolumeReference,
+    NoArchMeetsTarget,
+    choose_under_target,
+    hypervolume,
+    pareto_front,
+)
+from search.plot import plot_pareto
+from search.random_search import RandomSearchConfig, RandomSearcher
+from search.registry import create_searcher, list_searchers, register_searcher
+
+__all__ = [
+    "GenomeProblem",
+    "GenomeSearcher",
+    "HypervolumeReference",
+    "NSGA2Config",
+    "NSGA2Searcher",
+    "NoArchMeetsTarget",
+    "Objective",
+    "RandomSearchConfig",
+    "RandomSearcher",
+    "SearchOutputs",
+    "SearchResult",
+    "Searcher",
+    "choose_under_target",
+    "create_searcher",
+    "finalize_search",
+    "front_rows",
+    "hypervolume",
+    "list_searchers",
+    "pareto_front",
+    "plot_pareto",
+    "register_searcher",
+    "resolve_reference",
+    "write_search_outputs",
+]

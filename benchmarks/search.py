@@ -1,0 +1,167 @@
+"""Search benchmark: candidates evaluated per second, and hypervolume of NSGA-II against random search.
+
+Run: ``.venv/bin/python benchmarks/search.py [--space mbconv-tiny] [--seeds 5]``.
+
+Until the real accuracy predictor and device latency table exist, both objectives are stand-ins
+(printed in the header): a per-(slot, option) latency lookup table built from an analytic MAC
+count of each option times seeded log-normal noise, and an accuracy model linear in the one-hot
+(slot, option) features whose weights grow with log MACs. Swap in the real ones through
+``make_objectives``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the package.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import numpy as np  # noqa: E402
+
+from blocks import KNOBS, BlockSpec, SearchSpace, get_space  # noqa: E402
+from search import Objective, create_searcher, resolve_reference  # noqa: E402
+from search.objectives import GenomeProblem  # noqa: E402
+
+LATENCY_MS_PER_MMAC = 0.01  # stand-in device: 100 MMAC per ms
+LATENCY_MS_PER_LAYER = 0.02  # fixed cost per layer (kernel launches)
+NOISE_SD = 0.15  # log-normal noise on each table entry and accuracy weight
+
+
+def option_macs(spec: BlockSpec, in_shape: tuple[int, int, int]) -> float:
+    """Analytic MACs of one MBConv slot option (expand 1x1, depthwise kxk, SE, project 1x1) per layer."""
+    channels, height, width = in_shape
+    total, stride = 0.0, spec.stride
+    for _ in range(spec.depth):
+        hidden = channels * spec.expansion
+        out_h, out_w = -(-height // stride), -(-width // stride)
+        total += channels * hidden * height * width if spec.expansion != 1 else 0.0
+        total += hidden * spec.kernel**2 * out_h * out_w
+        total += 2 * hidden * max(1, int(hidden * spec.se)) if spec.se else 0.0
+        total += hidden * spec.out_channels * out_h * out_w
+        channels, height, width, stride = spec.out_channels, out_h, out_w, 1
+    return total
+
+
+@dataclass
+class Tables:
+    """Per-(slot, option) lookup tables, options in genome order (the last knob fastest)."""
+
+    latency_ms: list[np.ndarray]  # per slot: latency of each option
+    accuracy_gain: list[np.ndarray]  # per slot: linear-model weight of each option
+    radix: np.ndarray  # per gene in a slot: stride of the mixed-radix option index
+
+
+def build_tables(space: SearchSpace, seed: int = 0) -> Tables:
+    """Stand-in latency table and linear accuracy weights from analytic MACs plus seeded noise."""
+    rng = np.random.default_rng(seed)
+    latency, gain = [], []
+    for i in range(space.num_slots):
+        options = space.options(i)
+        macs = np.array([option_macs(o, space.slot_input_shape(i)) for o in options])
+        layers = np.array([o.depth for o in options])
+        noise = rng.lognormal(0.0, NOISE_SD, size=(2, len(options)))
+        latency.append((macs / 1e6 * LATENCY_MS_PER_MMAC + layers * LATENCY_MS_PER_LAYER) * noise[0])
+        gain.append(np.log1p(macs / 1e4) * noise[1])
+    _, upper = space.genome_bounds()
+    sizes = upper[: len(KNOBS)] + 1
+    radix = np.concatenate([np.cumprod(sizes[::-1])[::-1][1:], [1]])
+    return Tables(latency, gain, radix)
+
+
+def make_objectives(space: SearchSpace, tables: Tables) -> list[Objective]:
+    """Vectorised accuracy (up) and latency (down) over genomes, via the (slot, option) index."""
+    n_knobs = len(KNOBS)
+
+    def option_index(G: np.ndarray, slot: int) -> np.ndarray:
+        return G[:, slot * n_knobs:(slot + 1) * n_knobs] @ tables.radix
+
+    def latency_ms(G: np.ndarray) -> np.ndarray:
+        return 0.05 + sum(tables.latency_ms[s][option_index(G, s)] for s in range(space.num_slots))
+
+    def accuracy(G: np.ndarray) -> np.ndarray:
+        return 40.0 + sum(tables.accuracy_gain[s][option_index(G, s)] for s in range(space.num_slots))
+
+    return [Objective("accuracy", accuracy, maximize=True), Objective("latency_ms", latency_ms)]
+
+
+def check_option_order(space: SearchSpace, tables: Tables) -> None:
+    """The mixed-radix index must pick the same option as ``space.options`` (genome order)."""
+    genome = space.encode(space.sample(1))
+    for s in range(space.num_slots):
+        index = int(genome[s * len(KNOBS):(s + 1) * len(KNOBS)] @ tables.radix)
+        if space.options(s)[index] != space.decode(genome).blocks[s]:
+            raise RuntimeError(f"option index mismatch in slot {s}; the genome order changed")
+
+
+def candidates_per_second(problem: GenomeProblem, n: int) -> float:
+    """Objective evaluations per second on batches of ``n`` random genomes (best of 3)."""
+    genomes = problem.sample_genomes(n, np.random.default_rng(0))
+    best = np.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        problem.evaluate_genomes(genomes)
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def compare(space, objectives, reference, args) -> list[tuple[int, float, float, float, float]]:
+    """Per seed: (seed, HV nsga2, HV random, nsga2 evaluations/s end to end, evaluations)."""
+    rows = []
+    for seed in range(args.seeds):
+        settings = {"pop_size": args.pop_size, "generations": args.generations, "seed": seed}
+        start = time.perf_counter()
+        ga = create_searcher("nsga2", operators=args.operators, **settings).search(
+            space, objectives, progress=False, hv_reference=reference)
+        elapsed = time.perf_counter() - start
+        rnd = create_searcher("random", **settings).search(space, objectives, progress=False,
+                                                            hv_reference=reference)
+        rows.append((seed, ga.history[-1]["hypervolume"], rnd.history[-1]["hypervolume"],
+                     ga.n_evaluations / elapsed, ga.n_evaluations))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="mbconv-tiny")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--pop-size", type=int, default=100)
+    parser.add_argument("--generations", type=int, default=50)
+    parser.add_argument("--operators", default="sbx-pm", choices=["ux-reset", "sbx-pm"])
+    parser.add_argument("--batch", type=int, default=100_000, help="genomes per throughput batch")
+    args = parser.parse_args(argv)
+
+    space = get_space(args.space)
+    tables = build_tables(space)
+    check_option_order(space, tables)
+    objectives = make_objectives(space, tables)
+    problem = GenomeProblem(space, objectives)
+    reference = resolve_reference(problem)
+    print(f"# search benchmark, space {args.space} ({space.size:.3g} architectures, {problem.n_var} genes)")
+    print("# objectives: STAND-INS, not the real predictor or device table:")
+    print("#   latency  = per-(slot, option) lookup table: analytic MACs * "
+          f"{LATENCY_MS_PER_MMAC} ms/MMAC + {LATENCY_MS_PER_LAYER} ms/layer, x lognormal(0, {NOISE_SD}) noise")
+    print("#   accuracy = linear model on one-hot (slot, option) features, weight log1p(MACs/1e4) x noise")
+    print(f"# hypervolume: accuracy negated, normalised by ideal/nadir {reference.to_dict()}, "
+          f"ref point {reference.ref_point} per objective")
+    rate = candidates_per_second(problem, args.batch)
+    print(f"\ncandidates/s (vectorised predictor + latency table, batch {args.batch}): {rate:,.0f} "
+          f"(goal >= 10,000: {'met' if rate >= 10_000 else 'NOT met'})")
+    print(f"\nNSGA-II ({args.operators}) vs random, pop {args.pop_size} x {args.generations} generations")
+    print("| seed | HV nsga2 | HV random | nsga2 better | nsga2 evals | nsga2 evals/s (end to end) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    rows = compare(space, objectives, reference, args)
+    for seed, hv_ga, hv_rnd, speed, evals in rows:
+        print(f"| {seed} | {hv_ga:.4f} | {hv_rnd:.4f} | {'yes' if hv_ga > hv_rnd else 'NO'} | {evals} | "
+              f"{speed:,.0f} |")
+    wins = sum(hv_ga > hv_rnd for _, hv_ga, hv_rnd, _, _ in rows)
+    print(f"\nNSGA-II higher on {wins}/{len(rows)} seeds")
+    return 0 if wins == len(rows) and rate >= 10_000 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

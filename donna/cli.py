@@ -1,0 +1,93 @@
+"""The ``donna`` command line: thin wrappers that parse, call one library function, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from blocks import describe_arch, get_space, list_presets, list_spaces, resolve_arch
+
+PENDING = {
+    "build-predictor": "teacher -> blockwise distillation -> NSR table -> labels -> accuracy predictor",
+    "search": "hardware-aware search (NSGA-II, random, PC-DARTS, DSO-NAS) under a latency target",
+    "finetune": "finetune the selected architecture from its distilled blocks, export and measure it",
+}
+
+
+def _arch_show(args: argparse.Namespace) -> int:
+    info = describe_arch(resolve_arch(args.arch))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    arch = resolve_arch(args.arch)
+    print(f"arch   {arch.to_string()}")
+    print(f"key    {info['key']}    space {arch.space or '-'}")
+    print(f"input  {arch.in_channels}x{arch.input_size}x{arch.input_size}    classes {arch.num_classes}")
+    print(f"{'':6}{'type':5} {'k':>2} {'s':>2} {'e':>4} {'d':>2} {'c_out':>6} {'se':>5} act")
+    rows = [("stem", b) for b in arch.stem] + [(f"b{i}", b) for i, b in enumerate(arch.blocks)]
+    for name, b in rows:
+        print(f"{name:6}{b.type:5} {b.kernel:>2} {b.stride:>2} {b.expansion:>4g} {b.depth:>2} "
+              f"{b.out_channels:>6} {b.se:>5g} {b.act}")
+    print(f"head  conv1x1 {arch.head.channels}, {arch.head.act}, dropout {arch.head.dropout:g}")
+    print(f"params {info['params']:,}    MACs {info['macs']:,}")
+    return 0
+
+
+def _arch_sample(args: argparse.Namespace) -> int:
+    arch = get_space(args.space).sample(args.seed).with_provenance({"searcher": "sample", "seed": args.seed})
+    print(arch.to_json().rstrip() if args.json else arch.to_string())
+    return 0
+
+
+def _arch_list(args: argparse.Namespace) -> int:
+    for name in list_spaces():
+        space = get_space(name)
+        print(f"space   {name:22} {space.num_slots} slots, {space.size:.3g} architectures  {space.description}")
+    for name in list_presets():
+        print(f"preset  {name}")
+    return 0
+
+
+def _pending(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"donna {name}: not available in this version yet ({PENDING[name]})", file=sys.stderr)
+        return 2
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``donna``."""
+    parser = argparse.ArgumentParser(prog="donna", description="Hardware-aware NAS after DONNA.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in PENDING.items():
+        sub.add_parser(name, help=help_text).set_defaults(func=_pending(name))
+
+    arch = sub.add_parser("arch", help="show, sample and list architectures, spaces and presets")
+    arch_sub = arch.add_subparsers(dest="arch_command", metavar="ACTION", required=True)
+    show = arch_sub.add_parser("show", help="print an architecture's blocks, params, MACs and key")
+    show.add_argument("arch", help="architecture string, IR JSON file or preset name")
+    show.add_argument("--json", action="store_true", help="print the IR JSON with params and macs")
+    show.set_defaults(func=_arch_show)
+    sample = arch_sub.add_parser("sample", help="print a uniformly random member of a space")
+    sample.add_argument("--space", default="mbconv-tiny", help="space name or JSON file")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--json", action="store_true", help="print the IR JSON instead of the string")
+    sample.set_defaults(func=_arch_sample)
+    arch_sub.add_parser("list", help="list the shipped spaces and presets").set_defaults(func=_arch_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``donna`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"donna: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""``measure_model``: one model on one device through the shared protocol, as a ``LatencyResult``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backends import Backend, create_backend
+from .errors import BadModelError, DeviceDisconnectedError
+from .export import export_onnx, is_arch, onnx_input_shape
+from .profiles import Profile, get_profile
+from .protocol import ProtocolConfig, run_protocol
+from .stats import noise_reasons, summarize
+
+
+@dataclass
+class LatencyResult:
+    """One measurement: summary statistics, every raw sample and how it was obtained."""
+
+    model: str  # file name, arch key or module class
+    device: str  # profile name
+    backend: str
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+    sd_ms: float
+    cov: float  # sd / mean
+    robust_cov: float  # 1.4826 * MAD / median
+    spike_share: float  # share of runs slower than twice the median
+    ci_low_ms: float  # 95% CI of the median
+    ci_high_ms: float
+    n: int  # number of samples
+    noisy: bool
+    noisy_reason: str  # "; "-joined reasons, empty when clean
+    stop_reason: str  # why sampling stopped
+    samples_ms: list[float] = field(repr=False)
+    env: dict = field(repr=False, default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Everything, JSON-ready (the ``latency bench --json`` object)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LatencyResult:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
+
+    def to_row(self, samples: bool = False) -> dict:
+        """A flat, pandas-friendly row: scalars, the fingerprint as ``fp_*`` columns, optionally samples."""
+        row = {k: v for k, v in asdict(self).items() if k not in ("samples_ms", "env")}
+        for key, value in (self.env.get("fingerprint") or {}).items():
+            row[f"fp_{key}"] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+        row["input_shape"] = str(self.env.get("input_shape"))
+        row["model_sha256"] = self.env.get("model_sha256")
+        if samples:
+            row["samples_ms"] = list(self.samples_ms)
+        return row
+
+
+def _label(obj: Any) -> str:
+    if isinstance(obj, (str, Path)):
+        return Path(obj).name
+    if is_arch(obj):
+        return f"arch:{obj.key}"
+    return type(obj).__name__
+
+
+def _prepare_input(obj: Any, backend: Backend, input_shape, cache_dir) -> tuple[Any, tuple[int, ...]]:
+    """What the backend's ``prepare`` takes (an .onnx path or a module) and the batched input shape."""
+    if backend.input_kind == "onnx":
+        import onnx
+
+        path = export_onnx(obj, input_shape, cache_dir=cache_dir)
+        return path, tuple(onnx_input_shape(onnx.load(str(path), load_external_data=False)))
+    if isinstance(obj, (str, Path)):
+        raise BadModelError(f"backend {backend.name!r} measures an nn.Module or an Arch, not a file ({obj})")
+    from .export import batch_shape
+
+    if is_arch(obj):
+        from blocks import build_model
+
+        return build_model(obj), batch_shape(input_shape or (obj.in_channels, obj.input_size, obj.input_size))
+    if input_shape is None:
+        raise BadModelError("measuring an nn.Module needs input_shape, e.g. (3, 32, 32)")
+    return obj, batch_shape(input_shape)
+
+
+def resolve_device(device: str | Profile, backend: Backend | None = None) -> tuple[Profile, Backend]:
+    """The profile of ``device`` and a backend for it (``backend`` is reused when given)."""
+    profile = get_profile(device)
+    return profile, backend or create_backend(profile.backend, **profile.options)
+
+
+def measure_model(model_or_arch_or_onnx_path: Any, device: str | Profile = "cpu", input_shape=None, *,
+                  protocol: ProtocolConfig | dict | None = None, backend: Backend | None = None,
+                  cache_dir: Path | str | None = None) -> LatencyResult:
+    """Measure one model on one device.
+
+    Args:
+        model_or_arch_or_onnx_path: an ``.onnx`` path, a ``blocks.Arch`` or an ``nn.Module``.
+        device: a profile name (see ``latency devices``) or a :class:`Profile`.
+        input_shape: ``(C, H, W)`` or ``(N, C, H, W)``; needed for modules and dynamic ONNX inputs.
+        protocol: overrides of the profile's protocol (a dict of fields or a full config).
+        backend: a backend instance to reuse (keeps pushed files and device facts between models).
+        cache_dir: root of the export cache.
+
+    Returns:
+        The :class:`LatencyResult` with every raw sample.
+
+    Raises:
+        LatencyError: bad model or shape, unknown device, unavailable backend; a
+            :class:`DeviceDisconnectedError` carries the samples taken before the device was lost.
+    """
+    profile, backend = resolve_device(device, backend)
+    cfg = protocol if isinstance(protocol, ProtocolConfig) else profile.protocol_config().replace(**(protocol or {}))
+    target, shape = _prepare_input(model_or_arch_or_onnx_path, backend, input_shape, cache_dir)
+    prepared = backend.prepare(target, shape)
+    try:
+        outcome = run_protocol(prepared.run, cfg)
+        extra = list(prepared.finish() if prepared.finish else [])
+    except DeviceDisconnectedError:
+        raise
+    finally:
+        if prepared.close:
+            prepared.close()
+    summary = summarize(outcome.samples_ms)
+    reasons = noise_reasons(summary, cfg.noise_rules()) + extra
+    if not outcome.warmup_stable:
+        reasons.insert(0, f"warm-up did not settle within {cfg.warmup_max_s:g} s")
+    env = {**prepared.env, "protocol": asdict(cfg), "warmup_runs": len(outcome.warmup_ms),
+           "measure_s": round(outcome.measure_s, 4)}
+    return LatencyResult(model=_label(model_or_arch_or_onnx_path), device=profile.name, backend=backend.name,
+                         **{k: v for k, v in summary.to_dict().items() if k != "n"}, n=summary.n,
+                         noisy=bool(reasons), noisy_reason="; ".join(reasons), stop_reason=outcome.stop_reason,
+                         samples_ms=list(outcome.samples_ms), env=env)

@@ -1,0 +1,1 @@
+LatencyTable = build_latency_table = None

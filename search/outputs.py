@@ -1,0 +1,205 @@
+"""The files a search leaves in ``search/<name>/``: front table, one IR per member, plot, choice, history.
+
+``finalize_search`` is the one call after a search: measure the front, choose under the target,
+write everything atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from blocks.fileio import atomic_path, atomic_write_text
+from search.base import SearchResult
+from search.pareto import NoArchMeetsTarget, choose_under_target
+from search.plot import plot_pareto
+
+Measure = Callable[[Any], "Mapping[str, float] | float"]  # arch -> {"measured_ms": ..., ...} or ms
+
+
+def _measurement(arch: Any, measure: Measure) -> dict[str, float]:
+    value = measure(arch)
+    out = {"measured_ms": float(value)} if isinstance(value, int | float) else dict(value)
+    if "measured_ms" not in out:
+        raise ValueError(f"measure({arch.key}) returned {sorted(out)}; it must return 'measured_ms' "
+                         "(and may add 'measured_ms_ci_low', 'measured_ms_ci_high', 'params', 'macs')")
+    return out
+
+
+def front_rows(
+    result: SearchResult,
+    accuracy: str = "accuracy",
+    latency: str = "latency_ms",
+    measure: Measure | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """The front as a table with the standard columns, measuring each member when ``measure`` is given.
+
+    Columns: ``arch``, ``key``, ``predicted_accuracy`` (objective ``accuracy``), ``predicted_ms``
+    (objective ``latency``), ``measured_ms`` (NaN without ``measure``), then whatever else ``measure``
+    returns (``measured_ms_ci_low``, ``measured_ms_ci_high``, ``params``, ``macs``), the other
+    objectives under their own names, and ``genome``.
+
+    Args:
+        result: a search result.
+        accuracy: name of the predicted-accuracy objective.
+        latency: name of the predicted-latency objective.
+        measure: ``arch -> {"measured_ms": ..., ...}`` (or a float in ms), e.g. a device measurement.
+        progress: progress bar over the measurements.
+    """
+    frame = result.to_frame().rename(columns={accuracy: "predicted_accuracy", latency: "predicted_ms"})
+    for column in ("predicted_accuracy", "predicted_ms"):
+        if column not in frame:
+            frame[column] = np.nan
+    measured = [_measurement(arch, measure) if measure else {"measured_ms": math.nan}
+                for arch in tqdm(result.archs, desc="measure front", disable=not (progress and measure))]
+    extra = pd.DataFrame(measured, index=frame.index)
+    first = ["arch", "key", "predicted_accuracy", "predicted_ms"]
+    rest = [c for c in frame.columns if c not in first]
+    return pd.concat([frame[first], extra, frame[rest]], axis=1)
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_irs(folder: Path, archs: Sequence[Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = set()
+    for arch in archs:
+        keys.add(arch.key)
+        arch.to_json(folder / f"{arch.key}.json")
+    for stale in folder.glob("*.json"):  # members of an earlier front in the same folder
+        if stale.stem not in keys:
+            stale.unlink()
+
+
+def _selected_payload(selected: Mapping[str, Any], target_ms: float, latency_column: str,
+                      archs_by_key: Mapping[str, Any]) -> dict[str, Any]:
+    payload = {"target_ms": target_ms, "latency_column": latency_column}
+    payload.update({name: _jsonable(value) for name, value in selected.items()})
+    arch = archs_by_key.get(selected["key"])
+    if arch is not None:
+        payload["ir"] = json.loads(arch.to_json())
+    return payload
+
+
+def write_search_outputs(
+    out_dir: str | Path,
+    rows: pd.DataFrame,
+    selected: Mapping[str, Any] | None,
+    target_ms: float | None,
+    archs: Sequence[Any] = (),
+    history: Sequence[Mapping[str, float]] | None = None,
+    info: Mapping[str, Any] | None = None,
+    latency_column: str = "measured_ms",
+    accuracy_column: str = "predicted_accuracy",
+) -> dict[str, Path]:
+    """Writes a search's outputs, each file atomically.
+
+    Files: ``pareto.csv`` (``rows``), ``pareto/<key>.json`` (one IR per arch in ``archs``; IRs of
+    keys no longer on the front are removed), ``pareto.png``, ``selected.json`` (the chosen row plus
+    its IR; removed when ``selected`` is None so no stale choice survives), ``history.csv`` and
+    ``search.json`` (``info``: searcher, settings, evaluations, hypervolume) when given.
+
+    Returns:
+        Name -> path of every file written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"pareto.csv": out / "pareto.csv", "pareto": out / "pareto", "pareto.png": out / "pareto.png"}
+    _write_csv(rows, paths["pareto.csv"])
+    _write_irs(paths["pareto"], archs)
+    chosen_key = selected["key"] if selected else None
+    column = latency_column if rows[latency_column].notna().any() else "predicted_ms"
+    plot_pareto(rows, paths["pareto.png"], target_ms, chosen_key, column, accuracy_column)
+    if selected is not None:
+        payload = _selected_payload(selected, target_ms, latency_column, {a.key: a for a in archs})
+        paths["selected.json"] = atomic_write_text(out / "selected.json", json.dumps(payload, indent=2) + "\n")
+    else:
+        (out / "selected.json").unlink(missing_ok=True)
+    if history is not None:
+        paths["history.csv"] = out / "history.csv"
+        _write_csv(pd.DataFrame(list(history)), paths["history.csv"])
+    if info is not None:
+        text = json.dumps({k: _jsonable(v) for k, v in info.items()}, indent=2, default=str) + "\n"
+        paths["search.json"] = atomic_write_text(out / "search.json", text)
+    return paths
+
+
+def result_info(result: SearchResult) -> dict[str, Any]:
+    """What ``search.json`` records about a search, enough to repeat it."""
+    reference = result.hv_reference.to_dict() if result.hv_reference else None
+    return {"searcher": result.searcher, "settings": result.settings, "n_evaluations": result.n_evaluations,
+            "front_size": len(result.archs), "hypervolume": result.hypervolume, "hv_reference": reference,
+            "objectives": [{"name": n, "maximize": m} for n, m in zip(result.objective_names, result.maximize)]}
+
+
+@dataclass
+class SearchOutputs:
+    """What ``finalize_search`` produced."""
+
+    rows: pd.DataFrame  # the front table as written to pareto.csv
+    selected: dict[str, Any]  # the chosen row
+    paths: dict[str, Path]  # every file written
+
+
+def finalize_search(
+    out_dir: str | Path,
+    result: SearchResult,
+    target_ms: float,
+    measure: Measure | None = None,
+    accuracy: str = "accuracy",
+    latency: str = "latency_ms",
+    latency_column: str | None = None,
+    progress: bool = True,
+) -> SearchOutputs:
+    """Measures the front, chooses under the target and writes every output: the one call after search.
+
+    Args:
+        out_dir: ``<workdir>/search/<name>``.
+        result: the search result.
+        target_ms: latency budget in milliseconds.
+        measure: ``arch -> {"measured_ms": ..., ...}`` (see ``front_rows``); without it the choice
+            falls back to the predicted latency.
+        accuracy: name of the predicted-accuracy objective.
+        latency: name of the predicted-latency objective.
+        latency_column: column compared with the target; ``measured_ms`` when ``measure`` is given,
+            else ``predicted_ms``.
+        progress: progress bar over the measurements.
+
+    Returns:
+        ``SearchOutputs`` (rows, selected row, paths).
+
+    Raises:
+        NoArchMeetsTarget: nothing meets the target; every other file is still written (and no
+            ``selected.json``), and the error names the fastest architecture and its latency.
+    """
+    column = latency_column or ("measured_ms" if measure else "predicted_ms")
+    rows = front_rows(result, accuracy, latency, measure, progress)
+    write = {"rows": rows, "target_ms": target_ms, "archs": result.archs, "history": result.history,
+             "info": result_info(result), "latency_column": column}
+    try:
+        selected = choose_under_target(rows, target_ms, latency_column=column)
+    except NoArchMeetsTarget:
+        write_search_outputs(out_dir, selected=None, **write)
+        raise
+    paths = write_search_outputs(out_dir, selected=selected, **write)
+    return SearchOutputs(rows, selected, paths)
