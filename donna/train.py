@@ -1,0 +1,173 @@
+"""Supervised training with optional distillation from a teacher's logits, checkpointed every epoch.
+
+One loop serves the predictor's short label finetunes and ``donna finetune``: cross entropy plus
+``kd_weight * T^2 * KL(student/T || teacher/T)``, SGD with a cosine schedule, AMP on a GPU. The
+data order of epoch ``e`` depends only on ``(seed, e)``, so a run killed at any point and resumed
+from its last checkpoint ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from blocks.fileio import atomic_save
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run."""
+
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 64  # examples per step
+    lr: float = 0.05  # peak learning rate (SGD, Nesterov momentum 0.9)
+    weight_decay: float = 4e-5  # L2 on every weight
+    warmup_epochs: float = 0.0  # linear warm-up before the cosine decay
+    kd_weight: float = 0.0  # weight of the distillation term; 0 = plain cross entropy
+    kd_temperature: float = 4.0  # softmax temperature of the distillation term
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    amp: bool = True  # mixed precision when on a CUDA device (ignored on CPU)
+    seed: int = 0  # seeds the data order and any dropout
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch training loss and validation accuracy."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+
+
+def pick_device() -> torch.device:
+    """CUDA when a GPU is present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, dataset: Dataset, batch_size: int = 256,
+                   device: torch.device | None = None) -> torch.Tensor:
+    """Logits of ``model`` for every example of ``dataset`` (in order), on the CPU."""
+    device = device or pick_device()
+    model.eval().to(device)
+    outs = [model(x.to(device)).float().cpu() for x, *_ in DataLoader(dataset, batch_size=batch_size)]
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | None = None) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset``."""
+    logits = predict_logits(model, dataset, batch_size, device)
+    labels = torch.cat([y for _, y, *_ in DataLoader(dataset, batch_size=batch_size)])
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      cfg: TrainConfig) -> torch.Tensor:
+    """Cross entropy plus the temperature-scaled KL term when teacher logits are given."""
+    loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    if teacher_logits is not None and cfg.kd_weight > 0:
+        t = cfg.kd_temperature
+        kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                      reduction="batchmean", log_target=True)
+        loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * t * t * kl
+    return loss
+
+
+class _WithLogits(Dataset):
+    """Pairs each training example with precomputed teacher logits (teacher run once, reused)."""
+
+    def __init__(self, base: Dataset, logits: torch.Tensor) -> None:
+        self.base, self.logits = base, logits
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i][:2]
+        return x, y, self.logits[i]
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * peak * (1 + math.cos(math.pi * progress))
+
+
+def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
+          teacher_logits: torch.Tensor | None = None, checkpoint: str | Path | None = None,
+          on_epoch: Callable[[int, float, float], None] | None = None,
+          device: torch.device | None = None) -> TrainHistory:
+    """Trains ``model`` in place; resumes from ``checkpoint`` when it exists.
+
+    Args:
+        model: the network to train.
+        train_set: yields ``(image, label)``.
+        val_set: evaluated after every epoch (accuracy in the history), or None.
+        cfg: the recipe.
+        teacher_logits: the teacher's logits for every training example (same order), for distillation.
+        checkpoint: file written atomically after every epoch; an existing one is resumed.
+        on_epoch: called as ``on_epoch(epoch, train_loss, val_accuracy)``.
+        device: defaults to CUDA when present, else CPU.
+    """
+    device = device or pick_device()
+    model.to(device)
+    data = _WithLogits(train_set, teacher_logits) if teacher_logits is not None else train_set
+    params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history, start = TrainHistory(), 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        start, history = _resume(Path(checkpoint), model, opt, scaler, cfg)
+    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+    total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+    for epoch in range(start, cfg.epochs):
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and any augmentation of this epoch
+        order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=order, drop_last=False)
+        model.train()
+        losses = []
+        for i, batch in enumerate(loader):
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(epoch * steps_per_epoch + i, total, warmup, cfg.lr)
+            x, y = batch[0].to(device), batch[1].to(device)
+            t_logits = batch[2].to(device) if len(batch) > 2 else None
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = distillation_loss(model(x), y, t_logits, cfg)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        history.train_loss.append(sum(losses) / len(losses))
+        history.val_accuracy.append(evaluate(model, val_set, device=device) if val_set is not None else float("nan"))
+        if checkpoint is not None:
+            _save(Path(checkpoint), model, opt, scaler, cfg, epoch + 1, history)
+        if on_epoch is not None:
+            on_epoch(epoch, history.train_loss[-1], history.val_accuracy[-1])
+    return history
+
+
+def _save(path: Path, model, opt, scaler, cfg: TrainConfig, epoch: int, history: TrainHistory) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+             "epoch": epoch, "config": asdict(cfg), "history": asdict(history)}
+    atomic_save(path, lambda p: torch.save(state, p))
+
+
+def _resume(path: Path, model, opt, scaler, cfg: TrainConfig) -> tuple[int, TrainHistory]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["config"] != asdict(cfg):
+        raise ValueError(f"{path} was written with other training settings; delete it to start over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    return state["epoch"], TrainHistory(**state["history"])
