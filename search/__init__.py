@@ -4,7 +4,7 @@ from search import nsga2 as _nsga2  # noqa: F401  (registers "nsga2")
 from search import random_search as _random_search  # noqa: F401  (registers "random")
 from search.base import GenomeSearcher, Searcher, SearchResult
 from search.nsga2 import NSGA2Config, NSGA2Searcher
-from search.objectives import GenomeProblem, Objective, resolve_reference
+from search.objectives import GenomeProblem, Objective, hv_reference_for, resolve_reference
 from search.outputs import SearchOutputs, finalize_search, front_rows, write_search_outputs
 from search.pareto import (
     HypervolumeReference,
@@ -34,6 +34,7 @@ __all__ = [
     "create_searcher",
     "finalize_search",
     "front_rows",
+    "hv_reference_for",
     "hypervolume",
     "list_searchers",
     "pareto_front",

@@ -42,6 +42,13 @@ class SearchResult:
     genomes: np.ndarray | None = None  # (n, n_genes) integer genomes of ``archs``, when the searcher has them
     hv_reference: HypervolumeReference | None = None  # normalisation used for the history's hypervolume
 
+    @classmethod
+    def from_archs(cls, archs: Sequence[Any], searcher: str = "", settings: dict[str, Any] | None = None,
+                   **fields: Any) -> SearchResult:
+        """A result of architectures without objective values (what a gradient-based searcher returns)."""
+        return cls(archs=list(archs), objectives=np.zeros((len(archs), 0)), objective_names=(), maximize=(),
+                   searcher=searcher, settings=dict(settings or {}), **fields)
+
     @property
     def hypervolume(self) -> float | None:
         """Hypervolume of the returned front under ``hv_reference`` (None without a reference)."""

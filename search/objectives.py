@@ -130,3 +130,12 @@ def resolve_reference(problem: GenomeProblem, reference: HypervolumeReference | 
         return HypervolumeReference.from_points(to_min_form(corners, problem.maximize))
     sample = problem.sample_genomes(HV_SAMPLE_SIZE, np.random.default_rng(HV_SAMPLE_SEED))
     return HypervolumeReference.from_points(problem.evaluate_genomes(sample))
+
+
+def hv_reference_for(space: GenomeSpace, objectives: Sequence[Objective]) -> HypervolumeReference:
+    """The default hypervolume reference of a space and objectives (see ``resolve_reference``).
+
+    Compute it with cheap objectives (the latency table) and pass it as ``hv_reference`` to a
+    search whose objectives are expensive (latency measured on the device).
+    """
+    return resolve_reference(GenomeProblem(space, objectives))

@@ -128,7 +128,8 @@ def write_search_outputs(
     _write_csv(rows, paths["pareto.csv"])
     _write_irs(paths["pareto"], archs)
     chosen_key = selected["key"] if selected else None
-    column = latency_column if rows[latency_column].notna().any() else "predicted_ms"
+    has_latency = latency_column in rows and rows[latency_column].notna().any()
+    column = latency_column if has_latency else "predicted_ms"
     plot_pareto(rows, paths["pareto.png"], target_ms, chosen_key, column, accuracy_column)
     if selected is not None:
         payload = _selected_payload(selected, target_ms, latency_column, {a.key: a for a in archs})

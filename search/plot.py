@@ -24,12 +24,14 @@ def _latency_errors(rows: pd.DataFrame, latency_column: str) -> np.ndarray | Non
 
 def _draw_front(ax: Any, rows: pd.DataFrame, latency_column: str, accuracy_column: str,
                 predicted_latency_column: str | None) -> None:
-    rows = rows.sort_values(latency_column)
-    if predicted_latency_column and predicted_latency_column in rows and predicted_latency_column != latency_column:
-        ax.scatter(rows[predicted_latency_column], rows[accuracy_column], s=18, facecolors="none",
-                   edgecolors="0.6", label="predicted latency")
+    predicted = predicted_latency_column
+    if predicted and predicted in rows and predicted != latency_column and rows[predicted].notna().any():
+        for _, row in rows.iterrows():  # grey link: how far the measurement moved each point
+            ax.plot([row[predicted], row[latency_column]], [row[accuracy_column]] * 2, color="0.8", lw=0.8)
+        ax.scatter(rows[predicted], rows[accuracy_column], s=18, facecolors="none", edgecolors="0.55",
+                   label=f"{predicted} (table)")
     ax.errorbar(rows[latency_column], rows[accuracy_column], xerr=_latency_errors(rows, latency_column),
-                fmt="o-", ms=4, lw=1, color="tab:blue", ecolor="tab:blue", elinewidth=0.8,
+                fmt="o", ms=4, color="tab:blue", ecolor="tab:blue", elinewidth=0.8,
                 label=f"front ({latency_column})")
 
 

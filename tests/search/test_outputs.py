@@ -1,0 +1,110 @@
+"""Search outputs: front table, IRs, plot, selected.json, history; the clear failure under an unreachable target."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from search import NoArchMeetsTarget, create_searcher, finalize_search, front_rows
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def result(tiny_space, tiny_objectives):
+    return create_searcher("nsga2", pop_size=16, generations=5, seed=0).search(
+        tiny_space, tiny_objectives, progress=False)
+
+
+def fake_device(arch):
+    """A 'measurement': the genome's latency plus 10%, with a CI and params."""
+    ms = 1.1 * (1.0 + sum(arch.genes))
+    return {"measured_ms": ms, "measured_ms_ci_low": ms - 0.1, "measured_ms_ci_high": ms + 0.1,
+            "params": 1000 * (1 + sum(arch.genes))}
+
+
+def test_front_rows_have_the_standard_columns(result):
+    rows = front_rows(result, measure=fake_device)
+    assert list(rows.columns[:8]) == ["arch", "key", "predicted_accuracy", "predicted_ms", "measured_ms",
+                                      "measured_ms_ci_low", "measured_ms_ci_high", "params"]
+    assert rows["key"].tolist() == [a.key for a in result.archs]
+    np.testing.assert_allclose(rows["predicted_accuracy"], result.objectives[:, 0])
+    assert front_rows(result)["measured_ms"].isna().all()
+
+
+def test_finalize_writes_every_output(result, tmp_path):
+    rows = front_rows(result, measure=fake_device)
+    target = float(rows["measured_ms"].median())
+    out = finalize_search(tmp_path / "run", result, target, measure=fake_device, progress=False)
+    folder = tmp_path / "run"
+    assert sorted(p.name for p in folder.iterdir()) == ["history.csv", "pareto", "pareto.csv", "pareto.png",
+                                                         "search.json", "selected.json"]
+    table = pd.read_csv(folder / "pareto.csv")
+    assert table["key"].tolist() == rows["key"].tolist() and len(table) == len(result.archs)
+    assert sorted(p.stem for p in (folder / "pareto").glob("*.json")) == sorted(table["key"])
+    assert (folder / "pareto.png").read_bytes()[:8] == PNG_MAGIC
+    selected = json.loads((folder / "selected.json").read_text())
+    meets = rows[rows["measured_ms"] <= target]
+    assert selected["key"] == meets.loc[meets["predicted_accuracy"].idxmax(), "key"] == out.selected["key"]
+    assert selected["measured_ms"] <= target and selected["target_ms"] == target
+    assert selected["ir"]["genes"] == list(next(a for a in result.archs if a.key == selected["key"]).genes)
+    assert len(pd.read_csv(folder / "history.csv")) == 5
+    info = json.loads((folder / "search.json").read_text())
+    assert info["searcher"] == "nsga2" and info["n_evaluations"] == 80 and info["hypervolume"] > 0
+    assert not list(folder.rglob("*.tmp"))
+
+
+def test_unreachable_target_fails_clearly_and_selects_nothing(result, tmp_path):
+    rows = front_rows(result, measure=fake_device)
+    finalize_search(tmp_path, result, float(rows["measured_ms"].max()), measure=fake_device, progress=False)
+    assert (tmp_path / "selected.json").exists()
+    with pytest.raises(NoArchMeetsTarget) as info:
+        finalize_search(tmp_path, result, 0.01, measure=fake_device, progress=False)
+    fastest = rows.loc[rows["measured_ms"].idxmin()]
+    assert fastest["key"] in str(info.value) and f"{fastest['measured_ms']:.4g} ms" in str(info.value)
+    assert not (tmp_path / "selected.json").exists()  # the earlier choice does not survive silently
+    assert (tmp_path / "pareto.csv").exists() and (tmp_path / "pareto.png").exists()
+
+
+def test_without_a_device_the_choice_uses_predicted_latency(result, tmp_path):
+    target = float(np.median(result.objectives[:, 1]))
+    out = finalize_search(tmp_path, result, target, progress=False)
+    assert out.selected["predicted_ms"] <= target
+    assert json.loads((tmp_path / "selected.json").read_text())["latency_column"] == "predicted_ms"
+
+
+def test_irs_of_an_older_front_are_removed(result, tiny_space, tiny_objectives, tmp_path):
+    stale = tmp_path / "pareto" / "0000000000000000.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    finalize_search(tmp_path, result, 1e9, progress=False)
+    assert not stale.exists()
+
+
+def test_measure_must_return_measured_ms(result, tmp_path):
+    with pytest.raises(ValueError, match="measured_ms"):
+        finalize_search(tmp_path, result, 5.0, measure=lambda arch: {"median": 1.0}, progress=False)
+
+
+def test_a_searcher_without_genomes_fits_the_same_interface(tiny_space, tmp_path):
+    """PC-DARTS / DSO-NAS style: one architecture out, no objectives; provenance and outputs still work."""
+    from search import Searcher, SearchResult
+
+    class OneShot(Searcher):
+        name = "one-shot"
+
+        def settings(self):
+            return {"epochs": 1, "seed": 2}
+
+        def _search(self, space, objectives, checkpoint_dir, progress, hv_reference):
+            arch = space.decode([2, 1, 0, 0, 1, 1, 0, 2, 1]).with_provenance({"projection": "argmax"})
+            return SearchResult.from_archs([arch], self.name, self.settings())
+
+    result = OneShot().search(tiny_space)
+    assert len(result.archs) == 1 and result.objectives.shape == (1, 0)
+    assert result.archs[0].provenance == {"projection": "argmax", "searcher": "one-shot",
+                                          "settings": {"epochs": 1, "seed": 2}, "seed": 2}
+    out = finalize_search(tmp_path, result, 100.0, measure=fake_device, progress=False)
+    assert out.selected["key"] == result.archs[0].key
+    assert (tmp_path / "pareto.png").exists() and (tmp_path / "selected.json").exists()
