@@ -18,7 +18,8 @@ from .export import export_onnx
 from .measure import LatencyResult, measure_model
 from .profiles import Profile, get_profile, list_profiles
 from .protocol import ProtocolConfig
-from .table import LatencyTable, build_latency_table
+from .table import LatencyTable
+from .table_build import build_latency_table
 
 __all__ = [
     "BackendUnavailableError", "BadModelError", "DeviceDisconnectedError", "FingerprintMismatchError",

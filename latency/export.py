@@ -159,7 +159,11 @@ def export_module(make_module, shape, model_id: str, cache_dir: Path | str | Non
              "opset": OPSETS[exporter], "torch": torch.__version__}
 
     def make(tmp: Path) -> None:
-        _torch_export(make_module(), shape, tmp, exporter)
+        try:
+            _torch_export(make_module(), shape, tmp, exporter)
+        except Exception as err:  # torch raises many types; the caller gets one line
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise BadModelError(f"ONNX export ({exporter}) of {model_id} failed: {first}") from err
         exported = onnx.load(str(tmp))
         onnx.checker.check_model(exported)
         if tuple(onnx_input_shape(exported)) != tuple(shape):

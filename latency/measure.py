@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import Backend, create_backend
-from .errors import BadModelError, DeviceDisconnectedError
+from .errors import BadModelError
 from .export import export_onnx, is_arch, onnx_input_shape
 from .profiles import Profile, get_profile
 from .protocol import ProtocolConfig, run_protocol
@@ -119,11 +119,9 @@ def measure_model(model_or_arch_or_onnx_path: Any, device: str | Profile = "cpu"
     cfg = protocol if isinstance(protocol, ProtocolConfig) else profile.protocol_config().replace(**(protocol or {}))
     target, shape = _prepare_input(model_or_arch_or_onnx_path, backend, input_shape, cache_dir)
     prepared = backend.prepare(target, shape)
-    try:
+    try:  # a DeviceDisconnectedError propagates with the samples taken so far
         outcome = run_protocol(prepared.run, cfg)
         extra = list(prepared.finish() if prepared.finish else [])
-    except DeviceDisconnectedError:
-        raise
     finally:
         if prepared.close:
             prepared.close()

@@ -84,8 +84,9 @@ class OrtMobileBackend(Backend):
             serial = self.options["serial"]
             if serial is None:
                 if len(devices) != 1:
-                    raise BackendUnavailableError(f"{len(devices)} Android devices ready over adb "
-                                                  f"({[d['serial'] for d in devices]}); set the profile option 'serial'")
+                    serials = [d["serial"] for d in devices]
+                    raise BackendUnavailableError(f"{len(devices)} Android devices ready over adb ({serials}); "
+                                                  "set the profile option 'serial'")
                 serial = devices[0]["serial"]
             elif serial not in {d["serial"] for d in devices}:
                 raise BackendUnavailableError(f"Android device {serial} is not attached and ready over adb")

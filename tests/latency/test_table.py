@@ -1,0 +1,100 @@
+"""Latency tables on the local CPU and on the stand-in phone: build, predict, resume, fingerprints."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from latency import DeviceDisconnectedError, FingerprintMismatchError, LatencyTable, build_latency_table
+from latency._io import read_jsonl
+
+SMALL = {"n_calibration": 4, "n_validation": 4, "n_repeat": 1}
+
+
+@pytest.fixture(scope="module")
+def cpu_table(mini_space, tmp_path_factory):
+    out = tmp_path_factory.mktemp("table")
+    fast = {"min_time_s": 0.02, "max_time_s": 0.3, "target_ci": 0.02, "warmup_max_s": 0.2}
+    return build_latency_table(mini_space, "cpu", out, protocol=fast, progress=False, **SMALL), out
+
+
+def test_table_covers_every_part_and_validates_itself(cpu_table, mini_space):
+    table, out = cpu_table
+    assert (out / "table.json").exists() and table.device == "cpu"
+    assert [len(s["ms"]) for s in table.data["slots"]] == [len(mini_space.options(i)) for i in range(5)]
+    v = table.validation
+    assert v["n"] == 4 and {"rmspe", "within_5", "within_10", "spearman", "noise"} <= set(v)
+    assert 0.0 <= v["within_5"] <= v["within_10"] <= 1.0 and v["rmspe"] >= 0.0
+    assert v["noise_n"] == 1 and v["noise"] is not None
+    assert table.calibration["n"] == 4 and table.calibration["scale"] > 0
+    rows = read_jsonl(out / "rows.jsonl")
+    assert rows[0]["job"] == "meta" and all(len(r["samples_ms"]) >= 30 for r in rows[1:])
+
+
+def test_predict_matches_predict_genomes_and_is_fast(cpu_table, mini_space):
+    table, _ = cpu_table
+    archs = mini_space.sample_many(20, seed=5)
+    genomes = np.stack([mini_space.encode(a) for a in archs])
+    np.testing.assert_allclose(table.predict_genomes(genomes, mini_space), table.predict_many(archs), rtol=1e-12)
+    lower, upper = mini_space.genome_bounds()
+    many = np.random.default_rng(0).integers(lower, upper + 1, size=(20_000, lower.size))
+    t0 = time.perf_counter()
+    pred = table.predict_genomes(many, mini_space)
+    assert time.perf_counter() - t0 < 1.0 and np.all(np.isfinite(pred))  # >= 20,000 candidates / s
+    with pytest.raises(ValueError, match="out of the bounds"):
+        table.predict_genomes(many + 10, mini_space)
+
+
+def test_calibrated_sum_beats_the_raw_sum(cpu_table):
+    v = cpu_table[0].validation
+    assert v["rmspe"] < v["uncalibrated"]["rmspe"]
+
+
+def test_load_checks_the_device_fingerprint(cpu_table, tmp_path):
+    table, out = cpu_table
+    assert LatencyTable.load(out).predict_many([]).size == 0
+    data = json.loads((out / "table.json").read_text())
+    data["fingerprint"]["cpu"] = "Some Other CPU 9000"
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(FingerprintMismatchError, match="differs in \\['cpu'\\]"):
+        LatencyTable.load(tmp_path / "t.json", device="cpu")
+    with pytest.warns(UserWarning, match="different device fingerprint"):
+        LatencyTable.load(tmp_path / "t.json", device="cpu", force=True)
+
+
+def test_killed_build_resumes_without_remeasuring(cpu_table, mini_space, tmp_path):
+    _, out = cpu_table
+    lines = (out / "rows.jsonl").read_text().splitlines()
+    complete = [ln for ln in lines if ln.strip()]
+    keep = complete[: len(complete) // 2]
+    (tmp_path / "rows.jsonl").write_text("\n".join(keep) + "\n" + complete[len(keep)][:40])  # torn last write
+    kept = {json.loads(ln)["job"]: json.loads(ln)["time"] for ln in keep[1:]}
+    fast = {"min_time_s": 0.02, "max_time_s": 0.3, "target_ci": 0.02, "warmup_max_s": 0.2}
+    table = build_latency_table(mini_space, "cpu", tmp_path, protocol=fast, progress=False, **SMALL)
+    rows = [r for r in read_jsonl(tmp_path / "rows.jsonl") if r["job"] != "meta"]
+    assert len(rows) == len(complete) - 1 and len({r["job"] for r in rows}) == len(rows)
+    assert all(r["time"] == kept[r["job"]] for r in rows if r["job"] in kept)
+    assert table.validation["n"] == 4
+
+
+def test_resume_refuses_rows_of_another_protocol(cpu_table, mini_space):
+    _, out = cpu_table
+    with pytest.raises(FingerprintMismatchError, match="another protocol"):
+        build_latency_table(mini_space, "cpu", out, protocol={"min_time_s": 0.5}, progress=False, **SMALL)
+
+
+def test_phone_disconnect_keeps_rows_and_resumes(fake_phone, mini_space, tmp_path, phone_fast):
+    fake_phone.set(disconnect_after=60)
+    with pytest.raises(DeviceDisconnectedError, match="measurements already made are kept") as info:
+        build_latency_table(mini_space, "s20", tmp_path, protocol=phone_fast, progress=False, **SMALL)
+    assert "R58N12ABCDE" in str(info.value)
+    before = [r for r in read_jsonl(tmp_path / "rows.jsonl") if r["job"] != "meta"]
+    assert len(before) >= 3
+    fake_phone.set(disconnect_after=None)
+    table = build_latency_table(mini_space, "s20", tmp_path, protocol=phone_fast, progress=False, **SMALL)
+    after = {r["job"]: r for r in read_jsonl(tmp_path / "rows.jsonl") if r["job"] != "meta"}
+    assert all(after[r["job"]]["time"] == r["time"] for r in before)  # nothing measured twice
+    assert table.fingerprint["model"] == "SM-G981B" and table.fingerprint["cores"] == [4, 5, 6, 7]
