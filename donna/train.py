@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from blocks.fileio import atomic_save
+from donna.device import pick_device
 
 
 @dataclass
@@ -45,26 +46,38 @@ class TrainHistory:
     val_accuracy: list[float] = field(default_factory=list)
 
 
-def pick_device() -> torch.device:
-    """CUDA when a GPU is present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _batch(split: Dataset, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels at ``index`` (in-memory splits answer in one slice)."""
+    if hasattr(split, "get_batch"):
+        return split.get_batch(index)
+    items = [split[int(i)] for i in index]
+    return torch.stack([x for x, *_ in items]), torch.as_tensor([int(y) for _, y, *_ in items])
+
+
+def index_batches(n: int, batch_size: int, seed: int | None) -> list[torch.Tensor]:
+    """Index batches over ``n`` examples: in order when ``seed`` is None, else a seeded permutation."""
+    order = torch.arange(n) if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return list(order.split(batch_size))
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, dataset: Dataset, batch_size: int = 256,
+def predict_logits(model: nn.Module, split: Dataset, batch_size: int = 256,
                    device: torch.device | None = None) -> torch.Tensor:
-    """Logits of ``model`` for every example of ``dataset`` (in order), on the CPU."""
+    """Logits of ``model`` for every example of ``split`` (in order), on the CPU."""
     device = device or pick_device()
+    was_training = model.training
     model.eval().to(device)
-    outs = [model(x.to(device)).float().cpu() for x, *_ in DataLoader(dataset, batch_size=batch_size)]
+    batches = index_batches(len(split), batch_size, None)
+    outs = [model(_batch(split, idx)[0].to(device)).float().cpu() for idx in batches]
+    model.train(was_training)
     return torch.cat(outs)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | None = None) -> float:
-    """Top-1 accuracy of ``model`` on ``dataset``."""
-    logits = predict_logits(model, dataset, batch_size, device)
-    labels = torch.cat([y for _, y, *_ in DataLoader(dataset, batch_size=batch_size)])
+def evaluate(model: nn.Module, split: Dataset, batch_size: int = 256, device: torch.device | None = None) -> float:
+    """Top-1 accuracy of ``model`` on ``split``."""
+    logits = predict_logits(model, split, batch_size, device)
+    labels = torch.cat([_batch(split, idx)[1] for idx in index_batches(len(split), batch_size, None)])
     return float((logits.argmax(1) == labels).float().mean())
 
 
@@ -78,20 +91,6 @@ def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits
                       reduction="batchmean", log_target=True)
         loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * t * t * kl
     return loss
-
-
-class _WithLogits(Dataset):
-    """Pairs each training example with precomputed teacher logits (teacher run once, reused)."""
-
-    def __init__(self, base: Dataset, logits: torch.Tensor) -> None:
-        self.base, self.logits = base, logits
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int):
-        x, y = self.base[i][:2]
-        return x, y, self.logits[i]
 
 
 def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -119,7 +118,6 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     """
     device = device or pick_device()
     model.to(device)
-    data = _WithLogits(train_set, teacher_logits) if teacher_logits is not None else train_set
     params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
               {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
@@ -128,19 +126,17 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     history, start = TrainHistory(), 0
     if checkpoint is not None and Path(checkpoint).is_file():
         start, history = _resume(Path(checkpoint), model, opt, scaler, cfg)
-    steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total, warmup = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout and any augmentation of this epoch
-        order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=order, drop_last=False)
         model.train()
         losses = []
-        for i, batch in enumerate(loader):
+        for i, idx in enumerate(index_batches(len(train_set), cfg.batch_size, cfg.seed * 1_000_003 + epoch)):
             for group in opt.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + i, total, warmup, cfg.lr)
-            x, y = batch[0].to(device), batch[1].to(device)
-            t_logits = batch[2].to(device) if len(batch) > 2 else None
+            x, y = (t.to(device) for t in _batch(train_set, idx))
+            t_logits = teacher_logits[idx].to(device) if teacher_logits is not None else None
             with torch.autocast(device.type, enabled=use_amp):
                 loss = distillation_loss(model(x), y, t_logits, cfg)
             opt.zero_grad(set_to_none=True)

@@ -1,0 +1,134 @@
+"""``donna search``: the predictor and a device latency estimate as objectives, a searcher, the front
+measured on the device, and the choice under the latency target (DONNA step 5)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from blocks import Arch, SearchSpace
+from donna.predictor import AccuracyPredictor
+from donna.runfolder import read_json, save_config
+from latency import LatencyTable, build_latency_table, measure_model
+from search import Objective, SearchOutputs, create_searcher, finalize_search
+from search.objectives import hv_reference_for
+
+
+@dataclass
+class SearchConfig:
+    """Settings of ``donna search``."""
+
+    device: str = "cpu"  # latency device profile (see `latency devices`)
+    target_ms: float = 1.0  # latency budget the selected architecture must meet when measured
+    searcher: str = "nsga2"  # registered searcher: nsga2, random, pc-darts, dso-nas
+    latency: str = "table"  # table: the device's latency table; measure: every candidate on the device
+    pop_size: int = 100  # population per generation (Once-for-All's finder: 100)
+    generations: int = 50  # generations (50+ as in Once-for-All's finder)
+    mutation_prob: float = 0.1  # per-gene mutation probability
+    seed: int = 0  # seeds the search
+    measure_max: int = 24  # front members measured on the device (those near or under the target first)
+    force_table: bool = False  # use a latency table made on another device fingerprint (warns)
+
+
+def run_space(workdir: Path) -> SearchSpace:
+    """The search space a run folder was built for (recorded by ``donna build-predictor``)."""
+    from blocks import get_space
+
+    run = (read_json(workdir / "config.json") or {}).get("run")
+    if not run:
+        raise ValueError(f"{workdir} holds no DONNA run; run `donna build-predictor --workdir {workdir}` first")
+    return get_space(run["space"]).with_classes(run["num_classes"])
+
+
+def latency_table_for(workdir: Path, space: SearchSpace, device: str, force: bool = False,
+                      progress: bool = True) -> LatencyTable:
+    """The device's latency table in ``workdir/latency/<device>/``, built (resumably) on first use."""
+    folder = workdir / "latency" / device
+    if (folder / "table.json").is_file():
+        return LatencyTable.load(folder, device=device, force=force)
+    return build_latency_table(space, device, folder, progress=progress, force=force,
+                               cache_dir=workdir / "latency" / "exports")
+
+
+class MeasuredLatency:
+    """Latency measured on the device for every new candidate, cached by ``arch.key`` (resumable)."""
+
+    def __init__(self, space: SearchSpace, device: str, cache_file: Path) -> None:
+        self.space, self.device, self.cache_file = space, device, cache_file
+        self.cache: dict[str, dict[str, float]] = {}
+        if cache_file.is_file():
+            frame = pd.read_csv(cache_file)
+            self.cache = {r["key"]: r for r in frame.to_dict("records")}
+
+    def measure(self, arch: Arch) -> dict[str, float]:
+        """``measured_ms`` with its confidence interval for ``arch``, measured once."""
+        if arch.key not in self.cache:
+            result = measure_model(arch, self.device, cache_dir=self.cache_file.parent / "exports")
+            self.cache[arch.key] = {"key": arch.key, "measured_ms": result.median_ms,
+                                    "measured_ms_ci_low": result.ci_low_ms, "measured_ms_ci_high": result.ci_high_ms,
+                                    "noisy": bool(result.noisy)}
+            self._flush()
+        return {k: v for k, v in self.cache[arch.key].items() if k != "key"}
+
+    def genomes(self, genomes: np.ndarray) -> np.ndarray:
+        """Objective form: measured median latency of every genome."""
+        return np.array([self.measure(self.space.decode(g))["measured_ms"] for g in np.atleast_2d(genomes)])
+
+    def _flush(self) -> None:
+        from blocks.fileio import atomic_path
+
+        with atomic_path(self.cache_file) as tmp:
+            pd.DataFrame(list(self.cache.values())).to_csv(tmp, index=False)
+
+
+def _front_measure(result, cfg: SearchConfig, measured: MeasuredLatency, predicted_ms: np.ndarray):
+    """Measures up to ``measure_max`` front members: the fastest, then those predicted near the target."""
+    order = np.argsort(-result.objectives[:, 0])
+    near = [i for i in order if predicted_ms[i] <= 1.25 * cfg.target_ms]
+    chosen = {int(np.argmin(predicted_ms)), *near[: max(0, cfg.measure_max - 1)]}
+    keys = {result.archs[i].key for i in chosen}
+    nan = {"measured_ms": math.nan, "measured_ms_ci_low": math.nan, "measured_ms_ci_high": math.nan}
+    return lambda arch: measured.measure(arch) if arch.key in keys else nan
+
+
+def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
+               searcher_options: dict[str, Any] | None = None) -> SearchOutputs:
+    """Runs one search in ``workdir`` and writes ``workdir/search/<searcher>/``.
+
+    Raises:
+        ValueError: no predictor yet (names the command to run first) or a bad setting.
+        search.NoArchMeetsTarget: nothing on the measured front meets ``cfg.target_ms``.
+    """
+    workdir = Path(workdir)
+    predictor = AccuracyPredictor.load(workdir / "predictor.json")
+    space = run_space(workdir)
+    nsr = pd.read_csv(workdir / "nsr.csv")
+    save_config(workdir, "search", asdict(cfg))
+    table = latency_table_for(workdir, space, cfg.device, cfg.force_table, progress)
+    measured = MeasuredLatency(space, cfg.device, workdir / "latency" / cfg.device / "measured.csv")
+    latency_fn = measured.genomes if cfg.latency == "measure" else (lambda g: table.predict_genomes(g, space))
+    accuracy = Objective("accuracy", predictor.genome_predictor(nsr, space), maximize=True)
+    objectives = [accuracy, Objective("latency_ms", latency_fn, maximize=False)]
+    # one hypervolume reference from the cheap table objectives, so searchers and modes compare
+    reference = hv_reference_for(space, [accuracy, Objective("latency_ms", lambda g: table.predict_genomes(g, space))])
+    searcher = create_searcher(cfg.searcher, **_searcher_settings(cfg, searcher_options))
+    out = workdir / "search" / cfg.searcher
+    result = searcher.search(space, objectives=objectives, checkpoint_dir=out / "state", progress=progress,
+                             hv_reference=reference)
+    predicted = table.predict_genomes(np.stack([space.encode(a) for a in result.archs]), space)
+    return finalize_search(out, result, cfg.target_ms, measure=_front_measure(result, cfg, measured, predicted),
+                           progress=progress)
+
+
+def _searcher_settings(cfg: SearchConfig, extra: dict[str, Any] | None) -> dict[str, Any]:
+    if cfg.searcher in ("nsga2", "random"):
+        base = {"pop_size": cfg.pop_size, "generations": cfg.generations, "seed": cfg.seed}
+        if cfg.searcher == "nsga2":
+            base["mutation_prob"] = cfg.mutation_prob
+        return {**base, **(extra or {})}
+    return {"seed": cfg.seed, **(extra or {})}
