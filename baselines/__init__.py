@@ -1,1 +1,17 @@
-"""baselines package."""
+"""Gradient-based baselines over the same block space, emitting the same IR: PC-DARTS and DSO-NAS.
+
+Importing this package registers the searchers ``"pc-darts"`` and ``"dso-nas"`` with ``search``.
+"""
+
+from baselines.apg import APGNAG, soft_threshold
+from baselines.costs import OpCost, block_macs, macs_op_cost, table_op_cost
+from baselines.dsonas import DSONASConfig, DSONASNet, DSONASSearcher
+from baselines.pcdarts import PCDartsConfig, PCDartsNet, PCDartsSearcher
+from baselines.project import project_dsonas, project_pcdarts
+from baselines.supernet import MixedLayer, SuperNet, SuperSlot, channel_shuffle, slot_ops
+
+__all__ = [
+    "APGNAG", "DSONASConfig", "DSONASNet", "DSONASSearcher", "MixedLayer", "OpCost", "PCDartsConfig",
+    "PCDartsNet", "PCDartsSearcher", "SuperNet", "SuperSlot", "block_macs", "channel_shuffle",
+    "macs_op_cost", "project_dsonas", "project_pcdarts", "slot_ops", "soft_threshold", "table_op_cost",
+]

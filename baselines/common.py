@@ -1,0 +1,183 @@
+"""What both gradient searchers share: data halves, devices, seeding, the result and its provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from baselines.costs import OpCost, macs_op_cost
+from blocks.ir import Arch
+from blocks.spaces import SearchSpace
+from search.base import Searcher, SearchResult, make_config
+from search.objectives import Objective
+
+
+def resolve_dataset(data: Any) -> Dataset:
+    """The training set behind ``data``: a torch ``Dataset``, a ``DataLoader`` or splits with ``.train``.
+
+    Raises:
+        ValueError: no data was given.
+    """
+    if data is None:
+        raise ValueError("a gradient searcher needs training data: pass data=<torch Dataset, DataLoader or "
+                         "splits with .train> to create_searcher")
+    if isinstance(data, DataLoader):
+        return data.dataset
+    if not isinstance(data, Dataset) and hasattr(data, "train"):
+        return data.train
+    return data
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` as given, else CUDA when available, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_halves(n: int, portion: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split of ``range(n)``: the first ``portion`` and the rest.
+
+    Raises:
+        ValueError: either part would be empty.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    cut = int(np.floor(portion * n))
+    if cut < 1 or cut >= n:
+        raise ValueError(f"train_portion {portion} of {n} samples leaves an empty half; use 0 < portion < 1 "
+                         "and at least 2 samples")
+    return order[:cut], order[cut:]
+
+
+def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, seed: int) -> DataLoader:
+    """A shuffling loader over ``indices`` whose order depends only on ``seed``."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return DataLoader(Subset(dataset, list(map(int, indices))), batch_size=batch_size, shuffle=True,
+                      generator=generator, drop_last=len(indices) > batch_size)
+
+
+class Cycle:
+    """A persistent iterator over a loader that starts a new pass when one ends (never a fresh ``iter`` per step)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self._it: Iterator | None = None
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._it = iter(self.loader)
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self.loader)
+            return next(self._it)
+
+    def __iter__(self) -> Cycle:
+        return self
+
+
+def to_device(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` of a batch, on ``device``."""
+    x, y = batch[0], batch[1]
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of a batch."""
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+def clip_grad_value(params: Sequence[nn.Parameter], value: float | None) -> None:
+    """Clamps every gradient element into ``[-value, value]`` (MXNet's ``clip_gradient``)."""
+    if value is not None:
+        nn.utils.clip_grad_value_(list(params), value)
+
+
+class SupernetSearcher(Searcher):
+    """Base of the gradient searchers: config, data, costs, result; a subclass implements ``_run``.
+
+    Args:
+        data: training data (a torch ``Dataset``, a ``DataLoader`` or splits with ``.train``).
+        op_cost: ``(slot_index, BlockSpec) -> cost`` for the cost-aware parts (ms from a latency
+            table, see ``baselines.costs.table_op_cost``); default: MACs.
+        arch_cost: ``Arch -> cost`` in the same unit, for the fixed stem and head when a target is
+            given (``LatencyTable.predict``); default: none (the fixed part counts as 0).
+        **settings: fields of the subclass's config dataclass.
+    """
+
+    config_cls: type
+
+    def __init__(self, data: Any = None, op_cost: OpCost | None = None, arch_cost: Any = None,
+                 **settings: Any) -> None:
+        self.config = make_config(self.config_cls, self.name, settings)
+        self.data = data
+        self.op_cost = op_cost
+        self.arch_cost = arch_cost
+
+    def settings(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def cost_fn(self, space: SearchSpace) -> tuple[OpCost, str]:
+        """The cost function in use and its unit (``"ms"`` when given, ``"macs"`` by default)."""
+        if self.op_cost is not None:
+            return self.op_cost, "ms"
+        return macs_op_cost(space), "macs"
+
+    def fixed_cost(self, space: SearchSpace) -> float:
+        """Cost of the stem and head: ``arch_cost(ref) - sum of ref's block costs`` (0 without ``arch_cost``)."""
+        if self.arch_cost is None or self.op_cost is None:
+            return 0.0
+        reference = space.reference()
+        blocks = sum(self.op_cost(i, spec) for i, spec in enumerate(reference.blocks))
+        return float(self.arch_cost(reference)) - float(blocks)
+
+    def _search(self, space, objectives, checkpoint_dir, progress, hv_reference) -> SearchResult:
+        if not isinstance(space, SearchSpace):
+            raise ValueError(f"{self.name} searches a blocks.SearchSpace, got {type(space).__name__}")
+        dataset = resolve_dataset(self.data)
+        if checkpoint_dir is not None:
+            warnings.warn(f"{self.name}: checkpoint/resume is not implemented for gradient searchers yet; "
+                          "the search runs from scratch and writes no checkpoint", stacklevel=3)
+        seed_everything(self.config.seed)
+        arch, history = self._run(space, dataset, resolve_device(self.config.device), progress)
+        space.validate(arch)
+        result = self._result(space, arch, objectives, history)
+        if objectives and hv_reference is not None:
+            result.hv_reference = hv_reference  # a front of one still has a hypervolume
+        return result
+
+    def _run(self, space: SearchSpace, dataset: Dataset, device: torch.device,
+             progress: bool) -> tuple[Arch, list[dict[str, Any]]]:
+        """The method itself: trains the supernet and returns the projected architecture and a history."""
+        raise NotImplementedError
+
+    def _result(self, space: SearchSpace, arch: Arch, objectives: tuple[Objective, ...],
+                history: list[dict[str, Any]]) -> SearchResult:
+        genome = space.encode(arch)[None, :]
+        values = np.array([[float(obj(genome)[0]) for obj in objectives]], dtype=float).reshape(1, -1)
+        return SearchResult(
+            archs=[arch], objectives=values, objective_names=tuple(o.name for o in objectives),
+            maximize=tuple(o.maximize for o in objectives), history=history,
+            n_evaluations=1 if objectives else 0, searcher=self.name, settings=self.settings(),
+            genomes=genome.astype(np.int64),
+        )
+
+
+def history_entry(epoch: int, steps: int, **values: Any) -> dict[str, Any]:
+    """One epoch of a gradient search, shaped like a genome search's generation plus its own columns."""
+    return {"generation": epoch, "evaluations": steps, "hypervolume": float("nan"), "front_size": 1, **values}

@@ -1,0 +1,254 @@
+"""DSO-NAS (Zhang et al., "You Only Search Once") on a DONNA block space: sparse lambdas by APG-NAG.
+
+Faithful parts: lambda >= 0 on every candidate op, initialised to 1, without weight decay;
+BatchNorm gamma inside the ops frozen at 1; the APG-NAG optimiser (soft threshold, momentum 0.9)
+for the lambdas and Nesterov SGD for the weights; the three stages (pretrain with lambda fixed,
+search with weights and lambdas updated on alternating batches from two halves of the data with
+paths of zero lambda removed every few epochs, hand-over); budget-aware penalty weights rescaled
+into [0.5 gamma, gamma]. Adapted to the block space (see docs/baselines.md): lambda per (layer,
+op) on each layer's residual branch, depth from surviving layers, one op per slot kept by
+projection, recorded in provenance with the other survivors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from baselines.apg import APGNAG
+from baselines.common import (
+    Cycle,
+    SupernetSearcher,
+    accuracy,
+    clip_grad_value,
+    history_entry,
+    make_loader,
+    split_halves,
+    to_device,
+)
+from baselines.costs import layer_costs, slot_cost_matrix
+from baselines.project import ADAPTATION_DSONAS, project_dsonas
+from baselines.supernet import SuperNet
+from blocks.ir import Arch
+from blocks.spaces import SearchSpace
+from search.registry import register_searcher
+
+
+@dataclass(frozen=True)
+class DSONASConfig:
+    """Settings of DSO-NAS; defaults follow the official CIFAR code where it is explicit."""
+
+    pretrain_epochs: int = 120  # stage 1: weights only, lambda fixed at 1 (recalled; keep it a default)
+    search_epochs: int = 120  # stage 2: alternating weight and lambda steps (official num_epoch)
+    prune_every: int = 5  # remove paths whose lambda is zero every this many search epochs (official: 5)
+    batch_size: int = 128  # per step (official: 64 per GPU on 2 GPUs)
+    train_portion: float = 0.5  # share of the training data for the weights; the rest is for lambda
+    w_lr: float = 0.1  # Nesterov SGD learning rate of the weights (constant during search, as in the code)
+    w_momentum: float = 0.9  # Nesterov momentum
+    w_weight_decay: float = 1e-4  # weight decay of the weights (never of lambda or of frozen gammas)
+    lambda_lr: float | None = None  # APG-NAG step size; None = w_lr (one optimiser in the official code)
+    lambda_momentum: float = 0.9  # mu of APG-NAG
+    gamma: float = 1e-3  # L1 weight on lambda (1e-3 on CIFAR, 1e-2 on ImageNet)
+    budget_aware: bool = True  # per-lambda gamma scaled by the cost of its path into [0.5 gamma, gamma]
+    grad_clip: float | None = 2.0  # element-wise gradient clip (the official clip_gradient); None = off
+    max_steps_per_epoch: int | None = None  # cap on weight steps per epoch (quick runs); None = full pass
+    seed: int = 0  # seeds data splits, order and initialisation
+    device: str | None = None  # torch device; None = CUDA when available, else CPU
+
+    def __post_init__(self) -> None:
+        checks = {"pretrain_epochs": self.pretrain_epochs >= 0, "search_epochs": self.search_epochs >= 1,
+                  "prune_every": self.prune_every >= 1, "batch_size": self.batch_size >= 1,
+                  "train_portion": 0 < self.train_portion < 1, "gamma": self.gamma >= 0,
+                  "lambda_momentum": 0 <= self.lambda_momentum < 1}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"dso-nas: invalid {bad[0]}={getattr(self, bad[0])!r}; see DSONASConfig for the "
+                             "allowed range")
+
+
+class DSONASNet(nn.Module):
+    """The supernet with one lambda per (layer, candidate op) of every slot, initialised to 1."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__()
+        self.net = SuperNet(space, partial_k=1, bn_mode="frozen_gamma")
+        self.lambdas = nn.ParameterList(nn.Parameter(torch.ones(s.max_depth, s.num_ops)) for s in self.net.slots)
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters of the supernet (frozen BatchNorm gammas and lambdas excluded)."""
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, list(self.lambdas), None)
+
+    @torch.no_grad()
+    def prune(self) -> int:
+        """Removes every op whose lambda is zero (never all ops of a slot's first layer); returns how many."""
+        removed = 0
+        for lam, slot in zip(self.lambdas, self.net.slots):
+            for row, layer in enumerate(slot.layers):
+                dead = lam[row] == 0
+                if row == 0 and bool(dead.all()):
+                    continue  # the first layer cannot vanish
+                removed += int((dead & layer.alive).sum())
+                layer.remove_ops(dead)
+        return removed
+
+    @torch.no_grad()
+    def mask_removed(self, optimizer: APGNAG) -> None:
+        """Keeps the lambdas (and their momentum) of removed ops at exactly zero."""
+        for lam, slot in zip(self.lambdas, self.net.slots):
+            alive = torch.stack([layer.alive for layer in slot.layers]).to(lam.dtype)
+            lam.mul_(alive)
+            buffer = optimizer.state.get(lam, {}).get("momentum_buffer")
+            if buffer is not None:
+                buffer.mul_(alive)
+
+
+def penalty_weights(costs: list[np.ndarray], gamma: float, budget_aware: bool) -> list[torch.Tensor]:
+    """Per-lambda L1 weights: ``gamma`` everywhere, or cost rescaled into ``[0.5 gamma, gamma]``.
+
+    Args:
+        costs: per slot, ``[Dmax, n_ops]`` cost of each path (layer position x op).
+        gamma: the L1 weight.
+        budget_aware: scale by cost (DSO-NAS's budget-aware variant) rather than uniform.
+    """
+    if not budget_aware:
+        return [torch.full(c.shape, gamma, dtype=torch.float32) for c in costs]
+    low = min(float(c.min()) for c in costs)
+    high = max(float(c.max()) for c in costs)
+    span = high - low if high > low else 1.0
+    return [torch.tensor(gamma * (0.5 + 0.5 * (c - low) / span), dtype=torch.float32) for c in costs]
+
+
+@register_searcher("dso-nas")
+class DSONASSearcher(SupernetSearcher):
+    """DSO-NAS as a searcher over a block space; returns one architecture.
+
+    Args:
+        data: training data (``Dataset``, ``DataLoader`` or splits with ``.train``).
+        op_cost: ``(slot, BlockSpec) -> cost`` for the budget-aware penalty weights (ms from a latency
+            table); default MACs.
+        arch_cost: unused by DSO-NAS (accepted so both searchers take the same arguments).
+        **settings: fields of ``DSONASConfig``.
+    """
+
+    name = "dso-nas"
+    config_cls = DSONASConfig
+
+    def _run(self, space: SearchSpace, dataset: Dataset, device: torch.device,
+             progress: bool) -> tuple[Arch, list[dict[str, Any]]]:
+        cfg = self.config
+        model = DSONASNet(space).to(device)
+        cost, unit = self.cost_fn(space)
+        block_costs = [slot_cost_matrix(space, i, s.ops, cost) for i, s in enumerate(model.net.slots)]
+        path_costs = [layer_costs(c, s.depths) for c, s in zip(block_costs, model.net.slots)]
+        gammas = penalty_weights(path_costs, cfg.gamma, cfg.budget_aware)
+        w_opt = torch.optim.SGD(model.weight_parameters(), cfg.w_lr, momentum=cfg.w_momentum,
+                                weight_decay=cfg.w_weight_decay, nesterov=True)
+        l_opt = APGNAG([{"params": [lam], "gamma": g.to(device)} for lam, g in zip(model.lambdas, gammas)],
+                       lr=cfg.lambda_lr if cfg.lambda_lr is not None else cfg.w_lr, gamma=cfg.gamma,
+                       momentum=cfg.lambda_momentum, grad_clip=cfg.grad_clip)
+        everything = np.arange(len(dataset))
+        halves = split_halves(len(dataset), cfg.train_portion, cfg.seed)
+        history: list[dict[str, Any]] = []
+        steps, removed = 0, 0
+        total = cfg.pretrain_epochs + cfg.search_epochs
+        bar = tqdm(total=total, desc="dso-nas search", unit="epoch", disable=not progress)
+        for epoch in range(cfg.pretrain_epochs):
+            stats = self._pretrain_epoch(model, dataset, everything, epoch, w_opt, device)
+            steps += stats.pop("steps")
+            history.append(history_entry(epoch + 1, steps, stage="pretrain", **stats))
+            bar.update(1)
+        for epoch in range(cfg.search_epochs):
+            stats = self._search_epoch(model, dataset, halves, cfg.pretrain_epochs + epoch, (w_opt, l_opt), device)
+            steps += stats.pop("steps")
+            if (epoch + 1) % cfg.prune_every == 0 or epoch + 1 == cfg.search_epochs:
+                removed += model.prune()
+                model.mask_removed(l_opt)
+            history.append(history_entry(cfg.pretrain_epochs + epoch + 1, steps, stage="search",
+                                         removed_ops=removed, **stats, **self._sparsity(model)))
+            bar.update(1)
+        bar.close()
+        return self._finish(space, model, block_costs, gammas, unit, removed), history
+
+    def _pretrain_epoch(self, model: DSONASNet, dataset: Dataset, indices: np.ndarray, epoch: int,
+                        w_opt: torch.optim.Optimizer, device: torch.device) -> dict[str, Any]:
+        loader = make_loader(dataset, indices, self.config.batch_size, self.config.seed * 100_003 + epoch)
+        model.train()
+        loss = acc = 0.0
+        n = 0
+        for step, batch in enumerate(loader):
+            if self.config.max_steps_per_epoch is not None and step >= self.config.max_steps_per_epoch:
+                break
+            batch_loss, batch_acc = self._weight_step(model, batch, w_opt, device)
+            loss, acc, n = loss + batch_loss, acc + batch_acc, n + 1
+        return {"steps": n, "loss": loss / max(n, 1), "acc": acc / max(n, 1)}
+
+    def _search_epoch(self, model: DSONASNet, dataset: Dataset, halves: tuple[np.ndarray, np.ndarray], epoch: int,
+                      opts: tuple[torch.optim.Optimizer, APGNAG], device: torch.device) -> dict[str, Any]:
+        cfg = self.config
+        seed = cfg.seed * 100_003 + epoch
+        w_loader = make_loader(dataset, halves[0], cfg.batch_size, seed)
+        l_batches = Cycle(make_loader(dataset, halves[1], cfg.batch_size, seed + 50_000))
+        model.train()
+        loss = acc = lam_loss = 0.0
+        n = 0
+        for step, batch in enumerate(w_loader):
+            if cfg.max_steps_per_epoch is not None and step >= cfg.max_steps_per_epoch:
+                break
+            batch_loss, batch_acc = self._weight_step(model, batch, opts[0], device)
+            lam_loss += self._lambda_step(model, next(l_batches), opts[1], device)
+            loss, acc, n = loss + batch_loss, acc + batch_acc, n + 1
+        return {"steps": n, "loss": loss / max(n, 1), "acc": acc / max(n, 1), "lambda_loss": lam_loss / max(n, 1)}
+
+    def _weight_step(self, model: DSONASNet, batch: Any, opt: torch.optim.Optimizer,
+                     device: torch.device) -> tuple[float, float]:
+        x, y = to_device(batch, device)
+        params = model.weight_parameters()
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward(inputs=params)
+        clip_grad_value(params, self.config.grad_clip)
+        opt.step()
+        return loss.item(), accuracy(logits.detach(), y)
+
+    def _lambda_step(self, model: DSONASNet, batch: Any, opt: APGNAG, device: torch.device) -> float:
+        x, y = to_device(batch, device)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward(inputs=list(model.lambdas))
+        opt.step()
+        model.mask_removed(opt)
+        return loss.item()
+
+    @staticmethod
+    def _sparsity(model: DSONASNet) -> dict[str, Any]:
+        zeros = sum(int((lam == 0).sum()) for lam in model.lambdas)
+        return {"zero_lambdas": zeros, "total_lambdas": sum(lam.numel() for lam in model.lambdas)}
+
+    def _finish(self, space: SearchSpace, model: DSONASNet, block_costs: list[np.ndarray],
+                gammas: list[torch.Tensor], unit: str, removed: int) -> Arch:
+        lambdas = [lam.detach().cpu().numpy() for lam in model.lambdas]
+        arch, records = project_dsonas(space, lambdas, block_costs)
+        cfg = self.config
+        provenance = {
+            "method": "dso-nas", "adaptation": ADAPTATION_DSONAS,
+            "projection": "per slot the op with the largest sum of lambdas among survivors; depth = surviving "
+                          "layers snapped to the allowed depths; other survivors listed per slot",
+            "stages": {"pretrain_epochs": cfg.pretrain_epochs, "search_epochs": cfg.search_epochs,
+                       "prune_every": cfg.prune_every, "removed_ops": removed},
+            "penalty": {"gamma": cfg.gamma, "budget_aware": cfg.budget_aware, "cost_unit": unit,
+                        "min_weight": min(float(g.min()) for g in gammas),
+                        "max_weight": max(float(g.max()) for g in gammas)},
+            "slots": records,
+        }
+        return arch.with_provenance(provenance)
