@@ -9,11 +9,69 @@ from collections.abc import Callable
 
 from blocks import describe_arch, get_space, list_presets, list_spaces, resolve_arch
 
-PENDING = {
-    "build-predictor": "teacher -> blockwise distillation -> NSR table -> labels -> accuracy predictor",
-    "search": "hardware-aware search (NSGA-II, random, PC-DARTS, DSO-NAS) under a latency target",
-    "finetune": "finetune the selected architecture from its distilled blocks, export and measure it",
-}
+PENDING: dict[str, str] = {}
+
+
+def _build_predictor(args: argparse.Namespace) -> int:
+    from donna.cli_config import predictor_config
+    from donna.pipeline import build_predictor
+    from donna.predictor import quality_table
+
+    result = build_predictor(args.workdir, predictor_config(args), progress=not args.quiet)
+    print(f"\npredictor fitted on {len(result.labels)} labelled architectures "
+          f"(ridge alpha {result.predictor.alpha:.3g}); held-out (leave-one-out) ranking quality:")
+    print(quality_table(result.predictor).to_string(float_format=lambda v: f"{v:.3f}"))
+    times = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
+    print(f"\nstage times this call: {times}\nwritten: {args.workdir}/predictor.json, labels.csv, nsr.csv")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from donna.cli_config import finetune_config
+    from donna.finetune_stage import run_finetune
+
+    m = run_finetune(args.workdir, finetune_config(args), progress=not args.quiet)
+    print(f"\nfinetuned {m['key']} for {m['epochs']} epochs from {m['init']} weights: val accuracy "
+          f"{m['val_accuracy']:.4f} (predicted {_opt(m['predicted_accuracy'])}), "
+          f"test accuracy {m['test_accuracy']:.4f}")
+    print(f"latency on {m['latency_device']}: measured {m['measured_ms']:.4f} ms (table predicted "
+          f"{_opt(m['predicted_ms'])} ms); ONNX agrees with torch on {m['onnx_torch_top1_agreement']:.2%} "
+          "of test top-1")
+    print(f"report: {m['out']}/report.md")
+    return 0
+
+
+def _opt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from donna.cli_config import run_configs
+    from donna.run_all import run_pipeline
+
+    report = run_pipeline(args.workdir, *run_configs(args), progress=not args.quiet)
+    print(f"\nwhole pipeline done in {report['seconds']:.0f} s; report: {report['report']}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from donna.cli_config import search_config, searcher_options
+    from donna.search_stage import run_search
+    from search import NoArchMeetsTarget
+
+    try:
+        out = run_search(args.workdir, search_config(args), progress=not args.quiet,
+                         searcher_options=searcher_options(args.set))
+    except NoArchMeetsTarget as err:
+        print(f"donna search: nothing meets {args.target_ms} ms: {err}", file=sys.stderr)
+        return 1
+    sel = out.selected
+    print(f"\nfront of {len(out.rows)} architectures; selected {sel['key']}: predicted accuracy "
+          f"{sel['predicted_accuracy']:.4f}, measured {sel['measured_ms']:.4f} ms "
+          f"(target {args.target_ms} ms, table predicted {sel['predicted_ms']:.4f} ms)")
+    print(f"  {sel['arch']}")
+    print(f"written: {out.paths['pareto.csv'].parent}/ (pareto.csv, pareto.png, selected.json, pareto/*.json)")
+    return 0
 
 
 def _arch_show(args: argparse.Namespace) -> int:
@@ -61,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``donna``."""
     parser = argparse.ArgumentParser(prog="donna", description="Hardware-aware NAS after DONNA.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from donna.cli_config import add_finetune_args, add_predictor_args, add_run_args, add_search_args
+
+    build = sub.add_parser("build-predictor", help="teacher -> blockwise distillation -> NSR table -> labels -> "
+                           "accuracy predictor")
+    add_predictor_args(build)
+    build.set_defaults(func=_build_predictor)
+    search = sub.add_parser("search", help="hardware-aware search (nsga2, random, pc-darts, dso-nas) under a "
+                            "latency target, front measured on the device")
+    add_search_args(search)
+    search.set_defaults(func=_search)
+    finetune = sub.add_parser("finetune", help="finetune an architecture from its BKD weights with distillation, "
+                              "export to ONNX, measure and report")
+    add_finetune_args(finetune)
+    finetune.set_defaults(func=_finetune)
+    run = sub.add_parser("run", help="the whole pipeline (build-predictor, search, finetune) on the embedded default")
+    add_run_args(run)
+    run.set_defaults(func=_run)
     for name, help_text in PENDING.items():
         sub.add_parser(name, help=help_text).set_defaults(func=_pending(name))
 

@@ -116,7 +116,8 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
     objectives = [accuracy, Objective("latency_ms", latency_fn, maximize=False)]
     # one hypervolume reference from the cheap table objectives, so searchers and modes compare
     reference = hv_reference_for(space, [accuracy, Objective("latency_ms", lambda g: table.predict_genomes(g, space))])
-    searcher = create_searcher(cfg.searcher, **_searcher_settings(cfg, searcher_options))
+    settings = _searcher_settings(cfg, searcher_options, workdir, space, table)
+    searcher = create_searcher(cfg.searcher, **settings)
     out = workdir / "search" / cfg.searcher
     result = searcher.search(space, objectives=objectives, checkpoint_dir=out / "state", progress=progress,
                              hv_reference=reference)
@@ -125,10 +126,27 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
                            progress=progress)
 
 
-def _searcher_settings(cfg: SearchConfig, extra: dict[str, Any] | None) -> dict[str, Any]:
+def _searcher_settings(cfg: SearchConfig, extra: dict[str, Any] | None, workdir: Path, space: SearchSpace,
+                       table: LatencyTable) -> dict[str, Any]:
+    """Settings of the chosen searcher: population searchers get the budget; the gradient-based
+    baselines get the run's training split and latency-table costs (penalties stay opt-in)."""
+    extra = dict(extra or {})
     if cfg.searcher in ("nsga2", "random"):
         base = {"pop_size": cfg.pop_size, "generations": cfg.generations, "seed": cfg.seed}
         if cfg.searcher == "nsga2":
             base["mutation_prob"] = cfg.mutation_prob
-        return {**base, **(extra or {})}
-    return {"seed": cfg.seed, **(extra or {})}
+        return {**base, **extra}
+    import baselines  # noqa: F401  (registers pc-darts and dso-nas; imported here only, baselines build on donna)
+    from baselines.costs import table_op_cost
+    from donna.config import DataConfig
+    from donna.data import load_data
+
+    data = load_data(DataConfig(**(read_json(workdir / "config.json") or {})["data"]), space.input_size,
+                     space.in_channels)
+    op_cost, arch_cost = table_op_cost(table)
+    base = {"seed": cfg.seed, "data": data, "op_cost": op_cost}
+    if cfg.searcher == "pc-darts":
+        base["arch_cost"] = arch_cost
+        if extra.get("latency_weight", 0) > 0:
+            base["target_ms"] = cfg.target_ms
+    return {**base, **extra}

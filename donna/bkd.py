@@ -1,0 +1,346 @@
+"""Blockwise knowledge distillation (BKD, METHODS.md DONNA 2): the block library of every slot.
+
+For slot ``n`` the input is the teacher's (detached) output of slot ``n-1`` (of the stem for slot 0) and the
+target is the teacher's output of slot ``n``; the loss is NSR = mean((Y - Y_hat)^2) / Var(Y). By default each
+slot trains one weight-shared supernet with one uniformly sampled option per step (DNA); ``mode='independent'``
+trains every option separately. Teacher features come from one teacher forward per batch: computed once and
+cached in memory when they fit (one executor job per slot trains from the cache), else streamed (one job, one
+teacher forward per batch feeding every slot). Every slot checkpoints after every epoch; all randomness is
+seeded per (seed, slot, epoch), so a killed run resumes to the same weights as an unkilled one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from blocks import BlockSpec, SearchSpace, init_weights
+from blocks.fileio import atomic_save
+from blocks.teachers import TeacherParts
+from donna.config import BKDConfig
+from donna.data import DataSplits, batches
+from donna.device import pick_device, set_threads, torch_threads
+from donna.executor import Job, get_executor
+from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
+from donna.supernet import OptionBank, SlotSupernet, make_slot_module
+
+CKPT_FORMAT = "donna-bkd-ckpt-v1"
+LIBRARY_FORMAT = "donna-library-v1"
+StepCallback = Callable[[int, int, int], None]  # (slot, epoch, step) after every optimiser step
+
+
+def nsr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Noise-to-signal ratio of a batch: mean squared error over the (population) variance of the target."""
+    return F.mse_loss(pred, target) / target.var(unbiased=False).clamp_min(1e-12)
+
+
+def _seed(*parts: int) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:7], "little")
+
+
+def order_seed(seed: int, epoch: int) -> int:
+    """Seed of the batch order of one epoch (shared by every slot, so both feature modes see the same batches)."""
+    return _seed(seed, "order", epoch)
+
+
+@torch.no_grad()
+def compute_features(teacher: TeacherParts, split: Dataset, device: torch.device | str, batch_size: int = 256,
+                     progress: bool = False) -> list[torch.Tensor]:
+    """The teacher's stem output and every slot output for every sample of ``split``, on ``device``."""
+    teacher.eval()
+    chunks: list[list[torch.Tensor]] = [[] for _ in range(len(teacher.blocks) + 1)]
+    total = math.ceil(len(split) / batch_size)
+    for x, _ in tqdm(batches(split, batch_size, device=device), total=total, desc="teacher features",
+                     disable=not progress, leave=False):
+        for store, feat in zip(chunks, teacher.features(x)):
+            store.append(feat)
+    return [torch.cat(c) for c in chunks]
+
+
+def teacher_fingerprint(teacher: TeacherParts) -> str:
+    """A hash of the teacher's weights and buffers (names the teacher a library was distilled from)."""
+    digest = hashlib.sha256()
+    for name, tensor in teacher.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def slot_fingerprints(bkd: dict[str, Any], space: SearchSpace, teacher: TeacherParts,
+                      data: DataSplits) -> list[str]:
+    """Per slot, a hash of everything its BKD weights depend on (settings, teacher, data, the slot's options)."""
+    base = {"bkd": bkd, "teacher": teacher_fingerprint(teacher), "data": data.describe()}
+    return [fingerprint({**base, "slot": s, "input": space.slot_input_shape(s),
+                         "options": [str(o) for o in space.options(s)]}) for s in range(space.num_slots)]
+
+
+def feature_bytes(teacher: TeacherParts, num_samples: int) -> int:
+    """Bytes of the cached float32 stem and slot outputs of ``num_samples`` samples."""
+    return 4 * num_samples * sum(math.prod(s) for s in teacher.shapes)
+
+
+class SlotTrainer:
+    """Trains one slot's supernet (or option bank), checkpointing after every epoch.
+
+    Args:
+        cfg: BKD settings.
+        space: the search space.
+        slot: the block slot.
+        run: the run folder.
+        fp: the slot's library fingerprint (what its weights depend on).
+        device: where to train.
+    """
+
+    def __init__(self, cfg: BKDConfig, space: SearchSpace, slot: int, run: RunFolder, fp: str,
+                 device: torch.device) -> None:
+        self.cfg, self.slot, self.run, self.fp, self.device = cfg, slot, run, fp, device
+        self.options = space.options(slot)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed(cfg.seed, "init", slot))
+            self.module = make_slot_module(cfg.mode, space, slot)
+            init_weights(self.module)
+        self.module.to(device).train()
+        self.opt = torch.optim.Adam(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_decay)
+        self.epoch, self.history, self.seconds = 0, [], 0.0
+        self._resume()
+
+    def _resume(self) -> None:
+        path = self.run.slot_checkpoint(self.slot)
+        if not path.is_file():
+            return
+        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        if ckpt.get("fingerprint") != self.fp:
+            raise ValueError(f"slot {self.slot}: checkpoint {path} was made with other settings; use a new "
+                             f"--workdir or delete {self.run.library}")
+        self.module.load_state_dict(ckpt["module"])
+        self.opt.load_state_dict(ckpt["opt"])
+        self.sched.load_state_dict(ckpt["sched"])
+        self.epoch, self.history, self.seconds = ckpt["epoch"], ckpt["history"], ckpt["seconds"]
+
+    def sampler(self, epoch: int) -> torch.Generator:
+        """The generator drawing this slot's options during ``epoch``."""
+        return torch.Generator().manual_seed(_seed(self.cfg.seed, "options", self.slot, epoch))
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One optimiser step on a batch: one sampled option (supernet) or every option (independent)."""
+        if self.cfg.mode == "independent":
+            specs = self.options
+        else:
+            specs = [self.options[int(torch.randint(len(self.options), (1,), generator=gen))]]
+        self.opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for spec in specs:
+            loss = nsr_loss(self.module(x, spec), y)
+            loss.backward()
+            total += loss.detach()
+        self.opt.step()
+        return total / len(specs)
+
+    def end_epoch(self, losses: list[torch.Tensor], seconds: float) -> None:
+        """Decays the learning rate, records the epoch's mean NSR and writes the checkpoint atomically."""
+        self.sched.step()
+        self.history.append(float(torch.stack(losses).mean()) if losses else float("nan"))
+        self.epoch += 1
+        self.seconds += seconds
+        state = {"format": CKPT_FORMAT, "fingerprint": self.fp, "epoch": self.epoch, "history": self.history,
+                 "seconds": self.seconds, "module": self.module.state_dict(), "opt": self.opt.state_dict(),
+                 "sched": self.sched.state_dict()}
+        atomic_save(self.run.slot_checkpoint(self.slot), lambda p: torch.save(state, p))
+
+    def finish(self) -> dict[str, Any]:
+        """Writes the slot's weights, then its manifest (the done marker), and removes the checkpoint."""
+        state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        atomic_save(self.run.slot_weights(self.slot),
+                    lambda p: torch.save({"format": LIBRARY_FORMAT, "mode": self.cfg.mode, "slot": self.slot,
+                                          "fingerprint": self.fp, "state_dict": state}, p))
+        manifest = {"format": LIBRARY_FORMAT, "slot": self.slot, "mode": self.cfg.mode, "fingerprint": self.fp,
+                    "epochs": self.epoch, "train_nsr": self.history, "seconds": round(self.seconds, 3),
+                    "options": [str(o) for o in self.options]}
+        write_json(self.run.slot_manifest(self.slot), manifest)
+        self.run.slot_checkpoint(self.slot).unlink(missing_ok=True)
+        return manifest
+
+
+def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, inputs: torch.Tensor, targets: torch.Tensor,
+                      workdir: str, fp: str, progress: bool = True,
+                      step_callback: StepCallback | None = None) -> dict[str, Any]:
+    """Job: trains one slot from cached teacher features (input = slot input, target = slot output)."""
+    set_threads(cfg.threads)
+    trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, pick_device(cfg.device))
+    n, bs = len(inputs), cfg.batch_size
+    stop = n - n % bs if n >= bs else n
+    steps = math.ceil(stop / bs)
+    bar = tqdm(total=(cfg.epochs - trainer.epoch) * steps, desc=f"bkd slot {slot}", disable=not progress,
+               leave=False)
+    for epoch in range(trainer.epoch, cfg.epochs):
+        start, losses = time.perf_counter(), []
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(cfg.seed, epoch)))
+        gen = trainer.sampler(epoch)
+        for step, first in enumerate(range(0, stop, bs)):
+            idx = order[first:first + bs].to(inputs.device)
+            losses.append(trainer.step(inputs[idx].to(trainer.device), targets[idx].to(trainer.device), gen))
+            bar.update()
+            if step_callback is not None:
+                step_callback(slot, epoch, step)
+        trainer.end_epoch(losses, time.perf_counter() - start)
+        bar.set_postfix(nsr=f"{trainer.history[-1]:.3f}")
+    bar.close()
+    return trainer.finish()
+
+
+def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits,
+                          slots: list[int], workdir: str, fps: list[str], progress: bool = True,
+                          step_callback: StepCallback | None = None) -> list[dict[str, Any]]:
+    """Job: trains ``slots`` together, one teacher forward per batch feeding every slot (large data sets)."""
+    set_threads(cfg.threads)
+    device, run = pick_device(cfg.device), RunFolder(workdir)
+    trainers = [SlotTrainer(cfg, space, s, run, fps[s], device) for s in slots]
+    teacher = teacher.to(device).eval()
+    for epoch in tqdm(range(min(t.epoch for t in trainers), cfg.epochs), desc="bkd (streamed)",
+                      disable=not progress, leave=False):
+        active = [t for t in trainers if t.epoch == epoch]
+        gens, losses, start = {t.slot: t.sampler(epoch) for t in active}, {t.slot: [] for t in active}, time.perf_counter()
+        for step, (x, _) in enumerate(batches(data.train, cfg.batch_size, shuffle=True, drop_last=True,
+                                              seed=order_seed(cfg.seed, epoch), device=device)):
+            with torch.no_grad():
+                feats = teacher.features(x)
+            for t in active:
+                losses[t.slot].append(t.step(feats[t.slot], feats[t.slot + 1], gens[t.slot]))
+                if step_callback is not None:
+                    step_callback(t.slot, epoch, step)
+        for t in active:
+            t.end_epoch(losses[t.slot], time.perf_counter() - start)
+    return [t.finish() for t in trainers]
+
+
+def run_bkd(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits, workdir: str | Path,
+            progress: bool = True, features: list[torch.Tensor] | None = None,
+            step_callback: StepCallback | None = None) -> BlockLibrary:
+    """Builds (or completes) the block library of every slot in ``workdir/library``.
+
+    Args:
+        cfg: BKD settings.
+        space: the search space (one library entry per slot).
+        teacher: the teacher cut for ``space``.
+        data: the data splits (BKD trains on ``data.train`` only).
+        workdir: the run folder.
+        progress: show tqdm progress bars.
+        features: precomputed ``compute_features(teacher, data.train, ...)``, reused when given.
+        step_callback: called as ``(slot, epoch, step)`` after every step (tests interrupt runs with it).
+
+    Returns:
+        The ``BlockLibrary`` of ``workdir``.
+
+    Raises:
+        ValueError: the run folder holds a library made with other settings.
+    """
+    run, device = RunFolder(workdir), pick_device(cfg.device)
+    fps = slot_fingerprints(cfg.fingerprint(), space, teacher, data)
+    pending = [s for s in range(space.num_slots) if not _slot_done(run, s, fps[s])]
+    save_config(workdir, "bkd", cfg)
+    if pending:
+        with torch_threads(None):  # features use every core; each job then sets cfg.threads
+            jobs = _jobs(cfg, space, teacher, data, str(workdir), fps, pending, device, progress, features,
+                         step_callback)
+            get_executor(cfg.executor).map(jobs)
+    return BlockLibrary(workdir, space)
+
+
+def _slot_done(run: RunFolder, slot: int, fp: str) -> bool:
+    manifest = read_json(run.slot_manifest(slot))
+    if manifest is None:
+        return False
+    if manifest.get("fingerprint") != fp:
+        raise ValueError(f"{run.library} holds slot {slot} weights made with other settings (teacher, data, "
+                         "space or BKD config); use a new --workdir or delete that folder")
+    return run.slot_weights(slot).is_file()
+
+
+def _jobs(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits, workdir: str,
+          fps: list[str], pending: list[int], device: torch.device, progress: bool,
+          features: list[torch.Tensor] | None, step_callback: StepCallback | None) -> list[Job]:
+    mode = cfg.features
+    if mode == "auto":
+        fits = feature_bytes(teacher, len(data.train)) <= cfg.cache_limit_mb * 2**20
+        mode = "memory" if features is not None or fits else "stream"
+    if mode == "stream":
+        return [Job("bkd (streamed)", train_slots_streaming,
+                    (cfg, space, teacher, data, pending, workdir, fps, progress, step_callback))]
+    if mode != "memory":
+        raise ValueError(f"unknown BKD features mode {cfg.features!r}; known: auto, memory, stream")
+    feats = features or compute_features(teacher.to(device), data.train, device, progress=progress)
+    return [Job(f"bkd slot {s}", train_slot_cached,
+                (cfg, space, s, feats[s], feats[s + 1], workdir, fps[s], progress, step_callback))
+            for s in pending]
+
+
+class BlockLibrary:
+    """The BKD block library of a run folder: any option of any slot as a static module with its BKD weights.
+
+    Args:
+        workdir: the run folder (or its ``library`` sub-folder).
+        space: the search space the library was built for.
+    """
+
+    def __init__(self, workdir: str | Path, space: SearchSpace) -> None:
+        root = Path(workdir)
+        self.run = RunFolder(root.parent if root.name == "library" and not (root / "library").is_dir() else root)
+        self.space = space
+        self._modules: dict[int, SlotSupernet | OptionBank] = {}
+        self._bn: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+
+    def manifest(self, slot: int) -> dict[str, Any] | None:
+        """The slot's manifest (fingerprint, mode, training history), or None when the slot is not built."""
+        self.space.slot_input_shape(slot)  # validates the slot index
+        return read_json(self.run.slot_manifest(slot))
+
+    def has_slot(self, slot: int) -> bool:
+        """Whether the slot's BKD weights are complete."""
+        return self.manifest(slot) is not None and self.run.slot_weights(slot).is_file()
+
+    def slot_module(self, slot: int) -> SlotSupernet | OptionBank:
+        """The slot's trained supernet (or option bank), loaded once, in eval mode on the CPU."""
+        if slot not in self._modules:
+            manifest = self.manifest(slot)
+            if manifest is None or not self.run.slot_weights(slot).is_file():
+                raise ValueError(f"slot {slot} has no BKD weights in {self.run.library}; run BKD first "
+                                 "(donna build-predictor)")
+            if manifest["options"] != [str(o) for o in self.space.options(slot)]:
+                raise ValueError(f"slot {slot}: the library in {self.run.library} was built for other options "
+                                 f"than space {self.space.name!r} has")
+            ckpt = torch.load(self.run.slot_weights(slot), map_location="cpu", weights_only=True)
+            module = make_slot_module(ckpt["mode"], self.space, slot)
+            module.load_state_dict(ckpt["state_dict"])
+            self._modules[slot] = module.eval()
+        return self._modules[slot]
+
+    def bn_stats(self, slot: int) -> dict[str, dict[str, torch.Tensor]]:
+        """Recalibrated BatchNorm buffers per option string (empty before scoring)."""
+        if slot not in self._bn:
+            path = self.run.slot_bn(slot)
+            data = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+            fp = (self.manifest(slot) or {}).get("fingerprint")
+            self._bn[slot] = data.get("stats", {}) if data.get("fingerprint") == fp else {}
+        return self._bn[slot]
+
+    def block(self, slot: int, spec: BlockSpec, recalibrated: bool = True) -> torch.nn.Module:
+        """Option ``spec`` of ``slot`` as a static module with its BKD weights (eval mode).
+
+        With ``recalibrated`` the option's BatchNorm statistics recalibrated while scoring are loaded (when
+        scoring has run); otherwise the supernet's shared statistics are kept.
+        """
+        block = self.slot_module(slot).extract(spec)
+        stats = self.bn_stats(slot).get(str(spec)) if recalibrated else None
+        if stats:
+            block.load_state_dict(stats, strict=False)
+        return block

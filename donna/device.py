@@ -1,0 +1,58 @@
+"""Where tensors live: CUDA when available, else CPU, and a sensible CPU thread count."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The device to run on.
+
+    Args:
+        name: ``"auto"`` (CUDA when available, else CPU), or any ``torch.device`` string (``"cpu"``,
+            ``"cuda"``, ``"cuda:1"``).
+
+    Returns:
+        The chosen ``torch.device``.
+
+    Raises:
+        ValueError: CUDA was asked for but is not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available here; use --device cpu or auto")
+    return device
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Sets torch's intra-op CPU threads and returns the count.
+
+    Default: ``$OMP_NUM_THREADS`` when set (the usual knob; the test suite sets 1), else the cores this
+    process may use. On a busy 2-core machine two threads can be 100x slower than one for these small
+    convolutions (spin-waiting threads), so set ``OMP_NUM_THREADS=1`` when other work shares the cores.
+    """
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, int(threads))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+class torch_threads:  # noqa: N801 - used like a function: ``with torch_threads(1): ...``
+    """Context manager: torch uses ``threads`` CPU threads inside, the previous count after."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads, self.previous = threads, torch.get_num_threads()
+
+    def __enter__(self) -> int:
+        return set_threads(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.previous)

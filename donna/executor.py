@@ -1,0 +1,100 @@
+"""A small executor interface for independent jobs (one per slot, option or architecture).
+
+Jobs are plain ``(function, args)`` pairs whose function is importable at module level and whose results
+are written to the run folder by the job itself, so a distributed engine (Ray: ``ray.remote(fn)``, one
+task per job, ``ray.get`` in order) can take them later without a redesign. The default runs them
+in-process, one after the other, in submission order; ``threads`` overlaps them on a thread pool.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from blocks import Registry
+
+
+@dataclass(frozen=True)
+class Job:
+    """One independent unit of work: ``fn(*args, **kwargs)``."""
+
+    name: str  # shown in progress output and errors, e.g. "bkd slot 2"
+    fn: Callable[..., Any]  # a module-level function (picklable for remote executors)
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def run(self) -> Any:
+        """Runs the job here and returns its result."""
+        return self.fn(*self.args, **self.kwargs)
+
+
+class Executor:
+    """Runs a list of jobs and returns their results in the order given."""
+
+    name = "base"
+
+    def map(self, jobs: Sequence[Job]) -> list[Any]:
+        """Runs every job; the results come back in the order of ``jobs``."""
+        return [self.run_one(job) for job in jobs]
+
+    def run_one(self, job: Job) -> Any:
+        """Hook: runs a single job (subclasses send it elsewhere)."""
+        raise NotImplementedError
+
+
+class InProcessExecutor(Executor):
+    """Runs jobs one after the other in this process (the default; shares in-memory tensors for free)."""
+
+    name = "inprocess"
+
+    def run_one(self, job: Job) -> Any:
+        return job.run()
+
+
+class ThreadExecutor(Executor):
+    """Runs jobs on a pool of threads in this process (torch ops release the GIL, so jobs overlap).
+
+    Pair it with one torch thread per job on a small CPU machine: several single-threaded jobs waste less
+    time waiting on each other than one job whose two OpenMP threads fight other processes for two cores.
+
+    Args:
+        workers: number of jobs running at once; default the cores this process may use.
+    """
+
+    name = "threads"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or cpu_count()
+
+    def map(self, jobs: Sequence[Job]) -> list[Any]:
+        if self.workers <= 1 or len(jobs) <= 1:
+            return [job.run() for job in jobs]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            futures = [pool.submit(job.run) for job in jobs]
+            return [f.result() for f in futures]
+
+    def run_one(self, job: Job) -> Any:
+        return job.run()
+
+
+def cpu_count() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+EXECUTORS: Registry[type[Executor]] = Registry("executor")
+EXECUTORS.register("inprocess", InProcessExecutor)
+EXECUTORS.register("threads", ThreadExecutor)
+
+
+def list_executors() -> list[str]:
+    """Names accepted by ``get_executor``."""
+    return EXECUTORS.names()
+
+
+def get_executor(name: str = "inprocess") -> Executor:
+    """A new executor by registry name (unknown names list the known ones)."""
+    return EXECUTORS.create(name)

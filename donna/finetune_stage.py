@@ -1,0 +1,222 @@
+"""``donna finetune``: the chosen architecture from its BKD block weights, finetuned with distillation
+from the teacher, exported to ONNX (checked against torch on the test split), measured on the device,
+and reported next to what the predictor and the latency table promised (DONNA step 6)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from blocks import Arch, SearchSpace, count_params_macs
+from blocks.fileio import atomic_save, atomic_write_text
+from blocks.teachers import TeacherParts
+from donna.config import DataConfig, TeacherConfig
+from donna.data import DataSplits, load_data
+from donna.device import pick_device
+from donna.runfolder import read_json, save_config, write_json
+from donna.search_stage import run_space
+from donna.train import TrainConfig, TrainHistory, evaluate, predict_logits, train
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of ``donna finetune``."""
+
+    arch: str = "selected"  # selected (latest search), a search name's selection (selected:NAME), a key, or IR JSON
+    epochs: int = 10  # finetune epochs (DONNA: about 50 on ImageNet against about 450 from scratch)
+    lr: float = 0.05  # peak learning rate (SGD with Nesterov momentum, cosine schedule)
+    batch_size: int = 64  # batch size
+    kd_weight: float = 0.5  # weight of distillation from the teacher's logits
+    kd_temperature: float = 4.0  # distillation temperature
+    seed: int = 0  # seeds the data order
+    device: str = "auto"  # training device: auto (CUDA when present), cpu, cuda
+    latency_device: str = "cpu"  # device profile the exported model is measured on
+    init: str = "bkd"  # bkd: start from the distilled blocks (DONNA); scratch: fresh weights (for comparison)
+
+    def train_config(self) -> TrainConfig:
+        """The training recipe."""
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, kd_weight=self.kd_weight,
+                           kd_temperature=self.kd_temperature, seed=self.seed)
+
+
+def resolve_run_arch(workdir: Path, ref: str, space: SearchSpace) -> Arch:
+    """The architecture ``ref`` names in a run folder, validated against its space."""
+    if ref == "selected" or ref.startswith("selected:"):
+        arch = _selected(workdir, ref.partition(":")[2])
+    elif ref.endswith(".json"):
+        arch = Arch.from_json(Path(ref))
+    else:
+        found = sorted(workdir.glob(f"search/*/pareto/{ref}.json"))
+        if not found:
+            raise ValueError(f"no architecture with key {ref!r} on any front in {workdir}/search; "
+                             "pass --arch selected, a key from pareto.csv or an IR .json file")
+        arch = Arch.from_json(found[0])
+    return space.validate(arch)
+
+
+def _selected(workdir: Path, searcher: str) -> Arch:
+    pattern = f"search/{searcher or '*'}/selected.json"
+    found = sorted(workdir.glob(pattern), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ValueError(f"no selected architecture in {workdir}/{pattern}; run `donna search --workdir {workdir} "
+                         "--device D --target-ms T` first")
+    return Arch.from_dict(json.loads(found[-1].read_text())["ir"])
+
+
+def _run_inputs(workdir: Path) -> tuple[DataSplits, TeacherParts, SearchSpace]:
+    from donna.teacher import get_teacher
+
+    config = read_json(workdir / "config.json") or {}
+    space = run_space(workdir)
+    data = load_data(DataConfig(**config["data"]), space.input_size, space.in_channels)
+    teacher = get_teacher(TeacherConfig(**config["teacher"]), space, data, workdir, progress=False)
+    return data, teacher, space
+
+
+def _initial_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, teacher: TeacherParts,
+                   space: SearchSpace) -> torch.nn.Module:
+    from blocks import build_model
+    from donna.assemble import assemble
+
+    if cfg.init == "scratch":
+        torch.manual_seed(cfg.seed)
+        return build_model(arch)
+    if cfg.init != "bkd":
+        raise ValueError(f"init {cfg.init!r} is not one of: bkd, scratch")
+    return assemble(arch, workdir, teacher, space=space)
+
+
+def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSplits, teacher: TeacherParts,
+                   space: SearchSpace, out: Path, progress: bool = True) -> tuple[torch.nn.Module, TrainHistory]:
+    """Assembles (or initialises) ``arch`` and finetunes it, checkpointing to ``out/checkpoint.pt``."""
+    from tqdm.auto import tqdm
+
+    device = pick_device(cfg.device)
+    model = _initial_model(arch, cfg, workdir, teacher, space).to(device)
+    logits = predict_logits(teacher, data.train, device=device) if cfg.kd_weight > 0 else None
+    bar = tqdm(total=cfg.epochs, desc=f"finetune {arch.key}", disable=not progress)
+
+    def on_epoch(epoch: int, loss: float, acc: float) -> None:
+        bar.n = epoch + 1
+        bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{acc:.4f}")
+
+    history = train(model, data.train, data.val, cfg.train_config(), teacher_logits=logits,
+                    checkpoint=out / "checkpoint.pt", on_epoch=on_epoch, device=device)
+    bar.close()
+    return model.cpu().eval(), history
+
+
+def check_onnx_top1(onnx_path: Path, model: torch.nn.Module, split) -> dict[str, float]:
+    """Top-1 of the ONNX model in ONNX Runtime against torch on every example of ``split`` (batch 1)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    torch_logits = predict_logits(model, split, device=torch.device("cpu")).numpy()
+    onnx_top1, labels = [], []
+    for i in range(len(split)):
+        x, y = split[i][:2]
+        onnx_top1.append(int(session.run(None, {name: x[None].numpy()})[0].argmax()))
+        labels.append(int(y))
+    onnx_top1, labels = np.array(onnx_top1), np.array(labels)
+    return {"onnx_torch_top1_agreement": float((onnx_top1 == torch_logits.argmax(1)).mean()),
+            "onnx_test_accuracy": float((onnx_top1 == labels).mean()), "examples": len(labels)}
+
+
+def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
+    """Finetunes, exports, checks, measures and reports; writes ``workdir/finetune/<key>/``."""
+    from latency import export_onnx, measure_model
+
+    workdir = Path(workdir)
+    data, teacher, space = _run_inputs(workdir)
+    arch = resolve_run_arch(workdir, cfg.arch, space)
+    out = workdir / "finetune" / (arch.key if cfg.init == "bkd" else f"{arch.key}-{cfg.init}")
+    save_config(workdir, "finetune", asdict(cfg))
+    start = time.perf_counter()
+    model, history = finetune_model(arch, cfg, workdir, data, teacher, space, out, progress)
+    seconds = time.perf_counter() - start
+    atomic_save(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
+    arch.to_json(out / "arch.json")
+    shape = (arch.in_channels, arch.input_size, arch.input_size)
+    onnx_path = export_onnx(model, shape, path=out / "model.onnx", cache_dir=workdir / "latency" / "exports")
+    measured = measure_model(onnx_path, cfg.latency_device)
+    params, macs = count_params_macs(model, shape)
+    metrics = {
+        "key": arch.key, "arch": arch.to_string(), "init": cfg.init, "epochs": cfg.epochs,
+        "val_accuracy": history.val_accuracy[-1], "test_accuracy": evaluate(model, data.test),
+        "teacher_val_accuracy": evaluate(teacher, data.val), "predicted_accuracy": _predicted_accuracy(workdir, arch),
+        "predicted_ms": _predicted_ms(workdir, arch, cfg.latency_device), "measured_ms": measured.median_ms,
+        "measured_ms_ci": [measured.ci_low_ms, measured.ci_high_ms], "measured_noisy": measured.noisy,
+        "latency_device": cfg.latency_device, "params": params, "macs": macs, "train_seconds": seconds,
+        "history": asdict(history), **check_onnx_top1(onnx_path, model, data.test),
+    }
+    write_json(out / "metrics.json", metrics)
+    _plot_curve(history, out / "curve.png", arch.key)
+    atomic_write_text(out / "report.md", render_report(metrics))
+    return {**metrics, "out": str(out)}
+
+
+def _predicted_accuracy(workdir: Path, arch: Arch) -> float | None:
+    from donna.predictor import AccuracyPredictor
+
+    if not (workdir / "predictor.json").is_file():
+        return None
+    nsr = pd.read_csv(workdir / "nsr.csv")
+    return float(AccuracyPredictor.load(workdir / "predictor.json").predict_archs([arch], nsr, run_space(workdir))[0])
+
+
+def _predicted_ms(workdir: Path, arch: Arch, device: str) -> float | None:
+    from latency import LatencyTable
+
+    folder = workdir / "latency" / device
+    return float(LatencyTable.load(folder, device=device, force=True).predict(arch)) if folder.is_dir() else None
+
+
+def _plot_curve(history: TrainHistory, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = np.arange(1, len(history.val_accuracy) + 1)
+    ax.plot(epochs, history.val_accuracy, "o-", label="val accuracy")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val accuracy")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, history.train_loss, "s--", color="tab:orange", label="train loss")
+    ax2.set_ylabel("train loss")
+    ax.set_title(f"finetune {title}")
+    fig.legend(loc="lower center", ncol=2, fontsize=8)
+    fig.tight_layout()
+    atomic_save(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def render_report(m: dict[str, Any]) -> str:
+    """``report.md``: promised against achieved, in a table a person reads at a glance."""
+    ci = m["measured_ms_ci"]
+    return "\n".join([
+        f"# Finetune report: {m['key']}", "", f"`{m['arch']}`", "",
+        "| | predicted | achieved |", "| --- | --- | --- |",
+        f"| accuracy | {_fmt(m['predicted_accuracy'], '.4f')} (predictor, val) | {m['val_accuracy']:.4f} val, "
+        f"{m['test_accuracy']:.4f} test |",
+        f"| latency on `{m['latency_device']}` | {_fmt(m['predicted_ms'], '.4f')} ms (table) | "
+        f"{m['measured_ms']:.4f} ms median (95% CI {ci[0]:.4f}-{ci[1]:.4f}){' NOISY' if m['measured_noisy'] else ''} |",
+        "", f"- params {m['params']:,}, MACs {m['macs']:,}; teacher val accuracy {m['teacher_val_accuracy']:.4f}",
+        f"- {m['epochs']} epochs from {m['init']} initialisation in {m['train_seconds']:.0f} s",
+        f"- ONNX Runtime agrees with torch on top-1 for {m['onnx_torch_top1_agreement']:.2%} of the "
+        f"{m['examples']} test images (ONNX test accuracy {m['onnx_test_accuracy']:.4f})",
+        "- files: model.pt (state_dict), model.onnx, arch.json, metrics.json, curve.png", "",
+        "![training curve](curve.png)", ""])

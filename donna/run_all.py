@@ -1,0 +1,35 @@
+"""``donna run``: build-predictor, search under a latency target, finetune, in one resumable call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from donna.finetune_stage import FinetuneConfig, run_finetune
+from donna.pipeline import PredictorRunConfig, build_predictor
+from donna.search_stage import SearchConfig, latency_table_for, run_search, run_space
+
+
+def default_target_ms(workdir: Path, device: str, quantile: float = 0.3, samples: int = 2000) -> float:
+    """A target the space can meet: the ``quantile`` of the table's latency over uniform samples."""
+    space = run_space(workdir)
+    table = latency_table_for(workdir, space, device)
+    genomes = np.stack([space.encode(a) for a in space.sample_many(samples, seed=0)])
+    return float(np.round(np.quantile(table.predict_genomes(genomes, space), quantile), 4))
+
+
+def run_pipeline(workdir: str | Path, predictor_cfg: PredictorRunConfig, search_cfg: SearchConfig,
+                 finetune_cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
+    """Runs every stage in ``workdir`` (finished stages are skipped) and returns the finetune metrics."""
+    workdir, start = Path(workdir), time.perf_counter()
+    build_predictor(workdir, predictor_cfg, progress)
+    if not search_cfg.target_ms:
+        search_cfg = replace(search_cfg, target_ms=default_target_ms(workdir, search_cfg.device))
+        print(f"latency target: {search_cfg.target_ms} ms on {search_cfg.device} (30th percentile of the space)")
+    run_search(workdir, search_cfg, progress)
+    metrics = run_finetune(workdir, finetune_cfg, progress)
+    return {**metrics, "seconds": time.perf_counter() - start, "report": f"{metrics['out']}/report.md"}

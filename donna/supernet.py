@@ -1,0 +1,219 @@
+"""Weight-shared supernets, one per block slot, from which any option of the slot is a sub-network (OFA-style).
+
+An option selects the first ``depth`` layers, the centre ``kernel x kernel`` crop of the largest depthwise
+kernel, the first ``hidden`` (= expansion x input) channels and the first ``squeeze`` SE channels; the
+activation is parameter-free and switched per option. ``extract(option)`` copies the selected weights into a
+static ``blocks.build_block`` module whose output equals the supernet's in eval mode bit for bit.
+``OptionBank`` is the same interface with one independent module per option (``BKDConfig.mode='independent'``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blocks import BlockSpec, SearchSpace, build_block
+from blocks.layers import BlockStage, InvertedResidual
+
+ACT_FNS = {"relu": F.relu, "relu6": F.relu6, "swish": F.silu, "hswish": F.hardswish}
+SUPERNET_TYPES = ("ir", "ds")  # block types with a weight-shared supernet
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """The active sub-layer of one super layer."""
+
+    kernel: int  # depthwise kernel (centre crop of the largest)
+    hidden: int  # expanded channels (first ``hidden`` of the largest)
+    squeeze: int  # SE squeeze channels; 0 = no SE
+    act: str  # activation name
+
+
+def layer_choice(spec: BlockSpec, cin: int) -> LayerChoice:
+    """The sub-layer that layer (input channels ``cin``) of option ``spec`` uses, as ``InvertedResidual``."""
+    hidden = cin if spec.type == "ds" else int(round(cin * spec.expansion))
+    squeeze = max(1, int(cin * spec.se)) if spec.se > 0 else 0
+    return LayerChoice(spec.kernel, hidden, squeeze, spec.act)
+
+
+class SuperConvBN(nn.Module):
+    """Conv (no bias) + BatchNorm at their largest size, run on the first channels and the centre kernel."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, depthwise: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=cout if depthwise else 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.depthwise = depthwise
+
+    def weight(self, cout: int, cin: int, kernel: int) -> torch.Tensor:
+        """The selected weight: first ``cout`` (and ``cin``) channels, centre ``kernel`` crop."""
+        full = self.conv.weight
+        start = (full.shape[-1] - kernel) // 2
+        w = full[:cout, : (1 if self.depthwise else cin), start:start + kernel, start:start + kernel]
+        return w.contiguous()
+
+    def forward(self, x: torch.Tensor, cout: int, kernel: int) -> torch.Tensor:
+        w = self.weight(cout, x.shape[1], kernel)
+        y = F.conv2d(x, w, None, self.conv.stride, kernel // 2, 1, cout if self.depthwise else 1)
+        bn = self.bn
+        if self.training:
+            bn.num_batches_tracked.add_(1)
+        return F.batch_norm(y, bn.running_mean[:cout], bn.running_var[:cout], bn.weight[:cout], bn.bias[:cout],
+                            self.training, bn.momentum, bn.eps)
+
+    @torch.no_grad()
+    def copy_to(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, kernel: int) -> None:
+        """Copies the selected weights into a static ``conv`` and ``bn``."""
+        conv.weight.copy_(self.weight(conv.out_channels, conv.in_channels, kernel))
+        cout = conv.out_channels
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(bn, name).copy_(getattr(self.bn, name)[:cout])
+        bn.num_batches_tracked.copy_(self.bn.num_batches_tracked)
+
+
+class SuperInvertedResidual(nn.Module):
+    """The largest inverted residual of one layer position; ``forward(x, choice)`` runs a sub-layer."""
+
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int, hidden: int, squeeze: int) -> None:
+        super().__init__()
+        self.cin, self.cout, self.stride = cin, cout, stride
+        self.expand = SuperConvBN(cin, hidden, 1) if hidden != cin else None
+        self.depthwise = SuperConvBN(hidden, hidden, kernel, stride, depthwise=True)
+        self.se_reduce = nn.Conv2d(hidden, squeeze, 1) if squeeze else None
+        self.se_expand = nn.Conv2d(squeeze, hidden, 1) if squeeze else None
+        self.project = SuperConvBN(hidden, cout, 1)
+
+    def _se(self, h: torch.Tensor, choice: LayerChoice) -> torch.Tensor:
+        hid, sq = choice.hidden, choice.squeeze
+        scale = h.mean((2, 3), keepdim=True)
+        scale = F.conv2d(scale, self.se_reduce.weight[:sq, :hid].contiguous(), self.se_reduce.bias[:sq])
+        scale = ACT_FNS["relu" if choice.act == "relu6" else choice.act](scale)
+        scale = F.conv2d(scale, self.se_expand.weight[:hid, :sq].contiguous(), self.se_expand.bias[:hid])
+        return h * torch.sigmoid(scale)
+
+    def forward(self, x: torch.Tensor, choice: LayerChoice) -> torch.Tensor:
+        act = ACT_FNS[choice.act]
+        h = act(self.expand(x, choice.hidden, 1)) if choice.hidden != self.cin else x
+        h = act(self.depthwise(h, choice.hidden, choice.kernel))
+        if choice.squeeze:
+            h = self._se(h, choice)
+        out = self.project(h, self.cout, 1)
+        return out + x if self.stride == 1 and self.cin == self.cout else out
+
+    @torch.no_grad()
+    def copy_to(self, layer: InvertedResidual, choice: LayerChoice) -> None:
+        """Copies the weights of sub-layer ``choice`` into a static ``InvertedResidual``."""
+        if choice.hidden != self.cin:
+            self.expand.copy_to(layer.expand[0], layer.expand[1], 1)
+        self.depthwise.copy_to(layer.depthwise[0], layer.depthwise[1], choice.kernel)
+        if choice.squeeze:
+            hid, sq = choice.hidden, choice.squeeze
+            layer.se.reduce.weight.copy_(self.se_reduce.weight[:sq, :hid])
+            layer.se.reduce.bias.copy_(self.se_reduce.bias[:sq])
+            layer.se.expand.weight.copy_(self.se_expand.weight[:hid, :sq])
+            layer.se.expand.bias.copy_(self.se_expand.bias[:hid])
+        self.project.copy_to(layer.project[0], layer.project[1], 1)
+
+
+def _check_option(options: list[BlockSpec], spec: BlockSpec, slot: int) -> None:
+    if spec not in options:
+        raise ValueError(f"slot {slot}: option {spec} is not in this slot's choices "
+                         f"(e.g. {options[0]} ... {options[-1]})")
+
+
+class SlotSupernet(nn.Module):
+    """One weight-shared supernet for every option of slot ``slot`` of ``space`` (one stage per block type).
+
+    Args:
+        space: the search space.
+        slot: the block slot index.
+    """
+
+    def __init__(self, space: SearchSpace, slot: int) -> None:
+        super().__init__()
+        self.slot, self.options = slot, space.options(slot)
+        self.in_channels = space.slot_input_shape(slot)[0]
+        self.stages = nn.ModuleDict({t: self._stage(t) for t in dict.fromkeys(o.type for o in self.options)})
+        self.active: BlockSpec | None = None
+
+    def _stage(self, block_type: str) -> nn.ModuleList:
+        if block_type not in SUPERNET_TYPES:
+            raise ValueError(f"slot {self.slot}: block type {block_type!r} has no weight-shared supernet "
+                             f"(supported: {', '.join(SUPERNET_TYPES)}); use BKDConfig(mode='independent')")
+        opts = [o for o in self.options if o.type == block_type]
+        layers, first = [], opts[0]
+        for i in range(max(o.depth for o in opts)):
+            cin = self.in_channels if i == 0 else first.out_channels
+            choices = [layer_choice(o, cin) for o in opts]
+            layers.append(SuperInvertedResidual(cin, first.out_channels, first.stride if i == 0 else 1,
+                                                max(c.kernel for c in choices), max(c.hidden for c in choices),
+                                                max(c.squeeze for c in choices)))
+        return nn.ModuleList(layers)
+
+    def set_active(self, spec: BlockSpec) -> None:
+        """Makes ``spec`` the option ``forward`` runs when none is passed."""
+        _check_option(self.options, spec, self.slot)
+        self.active = spec
+
+    def forward(self, x: torch.Tensor, spec: BlockSpec | None = None) -> torch.Tensor:
+        spec = spec or self.active
+        if spec is None:
+            raise ValueError("no active option: pass one to forward() or call set_active() first")
+        cin = self.in_channels
+        for layer in self.stages[spec.type][: spec.depth]:
+            x = layer(x, layer_choice(spec, cin))
+            cin = spec.out_channels
+        return x
+
+    def extract(self, spec: BlockSpec) -> BlockStage:
+        """A static ``build_block(spec, in_channels)`` module holding this option's shared weights (eval mode)."""
+        _check_option(self.options, spec, self.slot)
+        block = build_block(spec, self.in_channels)
+        cin = self.in_channels
+        for layer, sup in zip(block, self.stages[spec.type]):
+            sup.copy_to(layer, layer_choice(spec, cin))
+            cin = spec.out_channels
+        return block.eval()
+
+
+class OptionBank(nn.Module):
+    """Every option of one slot as its own module (independent training); same interface as ``SlotSupernet``."""
+
+    def __init__(self, space: SearchSpace, slot: int) -> None:
+        super().__init__()
+        self.slot, self.options = slot, space.options(slot)
+        self.in_channels = space.slot_input_shape(slot)[0]
+        self.index = {o: i for i, o in enumerate(self.options)}
+        self.blocks = nn.ModuleList(build_block(o, self.in_channels) for o in self.options)
+        self.active: BlockSpec | None = None
+
+    def set_active(self, spec: BlockSpec) -> None:
+        """Makes ``spec`` the option ``forward`` runs when none is passed."""
+        _check_option(self.options, spec, self.slot)
+        self.active = spec
+
+    def forward(self, x: torch.Tensor, spec: BlockSpec | None = None) -> torch.Tensor:
+        spec = spec or self.active
+        if spec is None:
+            raise ValueError("no active option: pass one to forward() or call set_active() first")
+        return self.blocks[self.index[spec]](x)
+
+    def extract(self, spec: BlockSpec) -> BlockStage:
+        """A static copy of option ``spec``'s module (eval mode)."""
+        _check_option(self.options, spec, self.slot)
+        block = build_block(spec, self.in_channels)
+        block.load_state_dict(self.blocks[self.index[spec]].state_dict())
+        return block.eval()
+
+
+SLOT_MODULES: dict[str, type[nn.Module]] = {"supernet": SlotSupernet, "independent": OptionBank}
+
+
+def make_slot_module(mode: str, space: SearchSpace, slot: int) -> SlotSupernet | OptionBank:
+    """The trainable module of ``slot`` for BKD ``mode`` (``supernet`` or ``independent``)."""
+    if mode not in SLOT_MODULES:
+        raise ValueError(f"unknown BKD mode {mode!r}; known modes: {', '.join(SLOT_MODULES)}")
+    return SLOT_MODULES[mode](space, slot)

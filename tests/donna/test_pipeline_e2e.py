@@ -1,0 +1,98 @@
+"""The DONNA pipeline end to end on a tiny space: build-predictor, search, finetune, CLI errors."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from blocks import get_space
+from donna.cli import main
+from donna.config import BKDConfig, DataConfig, ScoreConfig, TeacherConfig
+from donna.finetune_stage import FinetuneConfig, run_finetune
+from donna.labels import LabelConfig
+from donna.pipeline import PredictorRunConfig, build_predictor
+from donna.search_stage import SearchConfig, run_search
+from latency import build_latency_table
+from search import NoArchMeetsTarget
+
+TINY = {
+    "description": "test space", "input_size": 16, "in_channels": 3, "num_classes": 10,
+    "stem": [{"type": "conv", "kernel": 3, "stride": 2, "out_channels": 8, "act": "relu"}],
+    "head": {"channels": 32, "act": "relu", "dropout": 0.0},
+    "choices": {"type": ["ir"], "kernel": [3, 5], "expansion": [2], "depth": [1, 2], "se": [0.0], "act": ["relu"]},
+    "slots": [{"stride": 1, "out_channels": 8}, {"stride": 2, "out_channels": 16}],
+}
+QUICK_PROTOCOL = {"min_time_s": 0.01, "max_time_s": 0.5, "min_samples": 20, "warmup_max_s": 0.2}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished tiny build-predictor run and its latency table."""
+    root = tmp_path_factory.mktemp("run")
+    space_file = root / "tiny.json"
+    space_file.write_text(json.dumps({"tiny-e2e": TINY}))
+    cfg = PredictorRunConfig(space=str(space_file), data=DataConfig(), teacher=TeacherConfig(epochs=2),
+                             bkd=BKDConfig(epochs=1), score=ScoreConfig(recal_batches=2),
+                             labels=LabelConfig(num_labels=6, epochs=1, pool_size=50))
+    workdir = root / "work"
+    result = build_predictor(workdir, cfg, progress=False)
+    space = get_space(space_file)
+    build_latency_table(space, "cpu", workdir / "latency" / "cpu", n_calibration=4, n_validation=4, n_repeat=1,
+                        protocol=QUICK_PROTOCOL, progress=False, cache_dir=root / "exports")
+    return workdir, result, cfg
+
+
+def test_build_predictor_writes_every_stage(run):
+    workdir, result, _ = run
+    for name in ("teacher.json", "nsr.csv", "labels.csv", "predictor.json", "config.json"):
+        assert (workdir / name).is_file(), name
+    labels = pd.read_csv(workdir / "labels.csv")
+    assert len(labels) == 6 and labels["accuracy"].between(0, 1).all()
+    assert set(result.predictor.quality) >= {"predictor", "sum_nsr (DNA)", "macs", "params"}
+
+
+def test_rerun_skips_finished_stages_and_refuses_another_space(run):
+    workdir, result, cfg = run
+    labels_stamp = (workdir / "labels.csv").stat().st_mtime_ns
+    again = build_predictor(workdir, cfg, progress=False)
+    assert (workdir / "labels.csv").stat().st_mtime_ns == labels_stamp  # no label was made again
+    assert again.predictor.coef == result.predictor.coef
+    with pytest.raises(ValueError, match="was built for space"):
+        build_predictor(workdir, PredictorRunConfig(), progress=False)
+
+
+def test_search_selects_under_target_and_fails_clearly_below_reach(run):
+    workdir, _, _ = run
+    out = run_search(workdir, SearchConfig(target_ms=100.0, pop_size=8, generations=3), progress=False)
+    assert out.selected["measured_ms"] <= 100.0
+    for name in ("pareto.csv", "pareto.png", "selected.json"):
+        assert (workdir / "search" / "nsga2" / name).is_file()
+    with pytest.raises(NoArchMeetsTarget, match="fastest"):
+        run_search(workdir, SearchConfig(target_ms=1e-6, pop_size=8, generations=3), progress=False)
+
+
+def test_search_cli_without_predictor_names_the_command(tmp_path, capsys):
+    assert main(["search", "--workdir", str(tmp_path), "--device", "cpu", "--target-ms", "1"]) == 2
+    assert "donna build-predictor" in capsys.readouterr().err
+
+
+def test_finetune_exports_onnx_that_agrees_with_torch(run):
+    workdir, _, _ = run
+    run_search(workdir, SearchConfig(target_ms=100.0, pop_size=8, generations=3), progress=False)
+    metrics = run_finetune(workdir, FinetuneConfig(epochs=1, latency_device="cpu"), progress=False)
+    assert metrics["onnx_torch_top1_agreement"] == 1.0
+    assert metrics["examples"] > 100 and metrics["measured_ms"] > 0
+    out = workdir / "finetune" / metrics["key"]
+    for name in ("model.pt", "model.onnx", "metrics.json", "report.md", "curve.png"):
+        assert (out / name).is_file(), name
+    assert "predicted" in (out / "report.md").read_text()
+
+
+def test_finetune_of_an_arch_outside_the_space_names_the_slot(run, tmp_path):
+    workdir, _, _ = run
+    space = get_space(workdir.parent / "tiny.json")
+    arch = space.sample(0)
+    bad = arch.with_blocks([arch.blocks[0].with_knobs(kernel=7), arch.blocks[1]])
+    bad.to_json(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match=r"slot 0: kernel 7 not in \[3, 5\]"):
+        run_finetune(workdir, FinetuneConfig(arch=str(tmp_path / "bad.json"), epochs=1), progress=False)

@@ -1,0 +1,84 @@
+"""The weight-shared supernet: option extraction is bit-exact, bad options and types fail clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from blocks import get_space, init_weights
+from donna.supernet import OptionBank, SlotSupernet, make_slot_module
+
+from .conftest import tiny_space
+
+
+def _randomise(module: torch.nn.Module) -> None:
+    init_weights(module)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+        elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+            m.bias.data.normal_()
+
+
+@pytest.mark.parametrize("slot", [0, 1])
+def test_extract_is_bitwise_equal_to_the_active_supernet(slot):
+    space = tiny_space()
+    torch.manual_seed(slot)
+    net = SlotSupernet(space, slot)
+    _randomise(net)
+    net.eval()
+    x = torch.randn(3, *space.slot_input_shape(slot))
+    for spec in space.options(slot):
+        net.set_active(spec)
+        block = net.extract(spec)
+        assert type(block).__name__ == "BlockStage" and block.spec == spec
+        assert torch.equal(net(x), block(x)), spec
+
+
+def test_extract_on_the_embedded_space_covers_depth_kernel_and_width():
+    space = get_space("mbconv-tiny")
+    torch.manual_seed(0)
+    net = SlotSupernet(space, 2)
+    _randomise(net)
+    net.eval()
+    x = torch.randn(2, *space.slot_input_shape(2))
+    options = space.options(2)
+    for spec in options[::7]:
+        assert torch.equal(net(x, spec), net.extract(spec)(x)), spec
+
+
+def test_options_share_weights():
+    space = tiny_space()
+    net = SlotSupernet(space, 0)
+    small, large = space.options(0)[0], space.options(0)[-1]
+    assert small.kernel < large.kernel and small.depth < large.depth
+    with torch.no_grad():
+        net.stages["ir"][0].depthwise.conv.weight.zero_()  # shared by every option
+    for spec in (small, large):
+        assert net.extract(spec)[0].depthwise[0].weight.abs().sum() == 0
+
+
+def test_option_bank_extract_matches_its_module():
+    space = tiny_space()
+    bank = OptionBank(space, 1)
+    _randomise(bank)
+    bank.eval()
+    x = torch.randn(2, *space.slot_input_shape(1))
+    spec = space.options(1)[5]
+    assert torch.equal(bank(x, spec), bank.extract(spec)(x))
+
+
+def test_bad_option_mode_and_type_raise_clear_errors():
+    space = tiny_space()
+    net = SlotSupernet(space, 0)
+    with pytest.raises(ValueError, match="slot 0: option"):
+        net.extract(space.options(1)[0])  # other stride and width
+    with pytest.raises(ValueError, match="unknown BKD mode 'shared'"):
+        make_slot_module("shared", space, 0)
+    fused = tiny_space(choices={**tiny_space().slots[0].choices, "type": ["fir"]})
+    with pytest.raises(ValueError, match="mode='independent'"):
+        SlotSupernet(fused, 0)
+    assert len(OptionBank(fused, 0).blocks) == fused.slots[0].num_options
