@@ -66,6 +66,17 @@ def compute_features(teacher: TeacherParts, split: Dataset, device: torch.device
     return [torch.cat(c) for c in chunks]
 
 
+@torch.no_grad()
+def seeded_init(module: torch.nn.Module, gen: torch.Generator) -> None:
+    """``blocks.init_weights`` drawn from ``gen`` instead of the global RNG (jobs on threads stay deterministic)."""
+    init_weights(module)  # the same rules; the draws below replace its random values
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", generator=gen)
+        elif isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, 0, 0.01, generator=gen)
+
+
 def teacher_fingerprint(teacher: TeacherParts) -> str:
     """A hash of the teacher's weights and buffers (names the teacher a library was distilled from)."""
     digest = hashlib.sha256()
@@ -104,10 +115,8 @@ class SlotTrainer:
                  device: torch.device) -> None:
         self.cfg, self.slot, self.run, self.fp, self.device = cfg, slot, run, fp, device
         self.options = space.options(slot)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed(cfg.seed, "init", slot))
-            self.module = make_slot_module(cfg.mode, space, slot)
-            init_weights(self.module)
+        self.module = make_slot_module(cfg.mode, space, slot)
+        seeded_init(self.module, torch.Generator().manual_seed(_seed(cfg.seed, "init", slot)))
         self.module.to(device).train()
         self.opt = torch.optim.Adam(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_decay)
@@ -209,7 +218,8 @@ def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherPa
     for epoch in tqdm(range(min(t.epoch for t in trainers), cfg.epochs), desc="bkd (streamed)",
                       disable=not progress, leave=False):
         active = [t for t in trainers if t.epoch == epoch]
-        gens, losses, start = {t.slot: t.sampler(epoch) for t in active}, {t.slot: [] for t in active}, time.perf_counter()
+        gens = {t.slot: t.sampler(epoch) for t in active}
+        losses, start = {t.slot: [] for t in active}, time.perf_counter()
         for step, (x, _) in enumerate(batches(data.train, cfg.batch_size, shuffle=True, drop_last=True,
                                               seed=order_seed(cfg.seed, epoch), device=device)):
             with torch.no_grad():

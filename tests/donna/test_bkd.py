@@ -1,0 +1,89 @@
+"""BKD: a killed run resumes to the uninterrupted result; modes, settings mismatches, the executor."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from donna.bkd import BlockLibrary, run_bkd
+from donna.executor import Job, get_executor, list_executors
+from donna.nsr import score_library
+
+from .conftest import BKD, SCORE, tiny_space
+
+
+class Killed(Exception):
+    """Stands for a kill: nothing after it runs, no cleanup writes anything."""
+
+
+def _kill_at(slot: int, epoch: int, step: int):
+    def callback(s: int, e: int, t: int) -> None:
+        if (s, e, t) == (slot, epoch, step):
+            raise Killed
+    return callback
+
+
+@pytest.mark.parametrize("executor", ["inprocess", "threads"])
+def test_killed_bkd_resumes_to_the_same_nsr_table(built, space, digits16, tmp_path, executor):
+    cfg = dataclasses.replace(BKD, executor=executor)
+    teacher, workdir = built["teacher"], tmp_path / "killed"
+    with pytest.raises(Killed):
+        run_bkd(cfg, space, teacher, digits16, workdir, progress=False, step_callback=_kill_at(1, 1, 5))
+    assert (workdir / "library/slot1.ckpt.pt").is_file()  # epoch 0 of slot 1 was checkpointed
+    assert not (workdir / "library/slot1.json").exists()
+    run_bkd(cfg, space, teacher, digits16, workdir, progress=False)
+    assert not (workdir / "library/slot1.ckpt.pt").exists()
+    table = score_library(SCORE, space, teacher, digits16, workdir, progress=False)
+    assert table.equals(built["table"])  # bit for bit: same NSR, params and MACs
+    for slot in range(space.num_slots):
+        ours = torch.load(workdir / f"library/slot{slot}.pt", weights_only=True)["state_dict"]
+        ref = torch.load(built["workdir"] / f"library/slot{slot}.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(ours[k], ref[k]) for k in ref)
+
+
+def test_done_library_is_skipped(built, space, digits16):
+    workdir = built["workdir"]
+    stamp = (workdir / "library/slot0.pt").stat().st_mtime_ns
+    library = run_bkd(BKD, space, built["teacher"], digits16, workdir, progress=False)
+    assert (workdir / "library/slot0.pt").stat().st_mtime_ns == stamp
+    assert isinstance(library, BlockLibrary) and library.has_slot(1)
+
+
+def test_other_settings_in_the_same_run_folder_fail_and_overwrite_nothing(built, space, digits16):
+    workdir = built["workdir"]
+    before = (workdir / "library/slot0.pt").read_bytes()
+    with pytest.raises(ValueError, match="other settings"):
+        run_bkd(dataclasses.replace(BKD, lr=1e-3), space, built["teacher"], digits16, workdir, progress=False)
+    assert (workdir / "library/slot0.pt").read_bytes() == before
+
+
+def test_streamed_features_match_cached_features(built, space, digits16, tmp_path):
+    cfg = dataclasses.replace(BKD, features="stream", epochs=1)
+    cached = dataclasses.replace(BKD, features="memory", epochs=1)
+    a = run_bkd(cfg, space, built["teacher"], digits16, tmp_path / "stream", progress=False)
+    b = run_bkd(cached, space, built["teacher"], digits16, tmp_path / "memory", progress=False)
+    x = torch.randn(4, *space.slot_input_shape(1))
+    spec = space.options(1)[-1]
+    # same batches and option draws; teacher features differ only by batch-size rounding
+    assert torch.allclose(a.block(1, spec)(x), b.block(1, spec)(x), atol=1e-3)
+    assert a.manifest(0)["train_nsr"] == pytest.approx(b.manifest(0)["train_nsr"], rel=1e-3)
+
+
+def test_independent_mode_trains_every_option(space, digits16, built, tmp_path):
+    few = tiny_space(choices={"type": ["ir"], "kernel": [3, 5], "expansion": [2], "depth": [1], "se": [0.0],
+                              "act": ["relu"]})
+    cfg = dataclasses.replace(BKD, mode="independent", epochs=2)
+    library = run_bkd(cfg, few, built["teacher"], digits16, tmp_path, progress=False)
+    table = score_library(SCORE, few, built["teacher"], digits16, tmp_path, progress=False)
+    assert library.manifest(0)["mode"] == "independent" and len(table) == 4
+    assert table.nsr.max() < 1.0
+
+
+def test_executor_registry_runs_jobs_in_order():
+    assert list_executors() == ["inprocess", "threads"]
+    jobs = [Job(f"job {i}", pow, (i, 2)) for i in range(5)]
+    assert get_executor("inprocess").map(jobs) == get_executor("threads").map(jobs) == [0, 1, 4, 9, 16]
+    with pytest.raises(ValueError, match="known executors: inprocess, threads"):
+        get_executor("ray")
