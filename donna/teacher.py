@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -21,9 +20,10 @@ from blocks.fileio import atomic_save
 from blocks.teachers import TORCHVISION_CUTTERS, TeacherParts, cut_teacher, torchvision_teacher
 from donna.assemble import evaluate
 from donna.config import TeacherConfig
-from donna.data import DataSplits, batches
+from donna.data import DataSplits
 from donna.device import pick_device, torch_threads
 from donna.runfolder import fingerprint, read_json, save_config, write_json
+from donna.train import TrainConfig, train
 
 TEACHER_FORMAT = "donna-teacher-v1"
 
@@ -126,11 +126,12 @@ def _trained_teacher(cfg: TeacherConfig, arch: Arch, space: SearchSpace, data: D
     model = _init_model(arch, cfg.seed).to(device)
     parts = cut_teacher(model, space)  # fails early, before training, when the arch does not fit
     start = time.perf_counter()
-    train_classifier(model, data, cfg, device, progress)
+    train_classifier(model, data, cfg, device, progress, checkpoint=workdir / "teacher.ckpt.pt")
     seconds = time.perf_counter() - start
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_save(path, lambda p: torch.save({"format": TEACHER_FORMAT, "arch": arch.to_dict(),
                                             "state_dict": state, "train_seconds": seconds}, p))
+    (workdir / "teacher.ckpt.pt").unlink(missing_ok=True)
     return parts.eval()
 
 
@@ -141,26 +142,25 @@ def _init_model(arch: Arch, seed: int) -> nn.Module:
 
 
 def train_classifier(model: nn.Module, data: DataSplits, cfg: TeacherConfig, device: torch.device,
-                     progress: bool = True) -> list[float]:
-    """Trains ``model`` with AdamW, a one-cycle schedule and label smoothing; returns the val accuracy per epoch."""
-    steps = -(-len(data.train) // cfg.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.25)
-    history = []
-    bar = tqdm(range(cfg.epochs), desc="teacher", disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        for x, y in batches(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed * 100003 + epoch,
-                            device=device):
-            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        history.append(evaluate(model, data.val, device=device))
-        bar.set_postfix(val_acc=f"{history[-1]:.3f}")
+                     progress: bool = True, checkpoint: Path | None = None) -> list[float]:
+    """Trains ``model`` with AdamW, linear warm-up over a quarter of the run, cosine decay and label smoothing.
+
+    Returns:
+        The val accuracy after every epoch. With ``checkpoint``, a killed training resumes from its last epoch.
+    """
+    recipe = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adamw", lr=cfg.lr,
+                         weight_decay=cfg.weight_decay, warmup_epochs=cfg.epochs / 4,
+                         label_smoothing=cfg.label_smoothing, seed=cfg.seed)
+    bar = tqdm(total=cfg.epochs, desc="teacher", disable=not progress, leave=False)
+
+    def on_epoch(epoch: int, loss: float, acc: float) -> None:
+        bar.update()
+        bar.set_postfix(val_acc=f"{acc:.3f}")
+
+    history = train(model, data.train, data.val, recipe, on_epoch=on_epoch, device=device, checkpoint=checkpoint)
+    bar.close()
     model.eval()
-    return history
+    return history.val_accuracy
 
 
 def _describe(cfg: TeacherConfig, kind: str, parts: TeacherParts, data: DataSplits, device: torch.device,

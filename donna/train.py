@@ -28,7 +28,8 @@ class TrainConfig:
 
     epochs: int = 10  # passes over the training split
     batch_size: int = 64  # examples per step
-    lr: float = 0.05  # peak learning rate (SGD, Nesterov momentum 0.9)
+    optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9) or adamw
+    lr: float = 0.05  # peak learning rate
     weight_decay: float = 4e-5  # L2 on every weight
     warmup_epochs: float = 0.0  # linear warm-up before the cosine decay
     kd_weight: float = 0.0  # weight of the distillation term; 0 = plain cross entropy
@@ -120,7 +121,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
     model.to(device)
     params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
               {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
+    opt = _optimizer(params, cfg)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history, start = TrainHistory(), 0
@@ -151,6 +152,14 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         if on_epoch is not None:
             on_epoch(epoch, history.train_loss[-1], history.val_accuracy[-1])
     return history
+
+
+def _optimizer(params: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr)
+    raise ValueError(f"optimizer {cfg.optimizer!r} is not one of: sgd, adamw")
 
 
 def _save(path: Path, model, opt, scaler, cfg: TrainConfig, epoch: int, history: TrainHistory) -> None:

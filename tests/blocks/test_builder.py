@@ -95,3 +95,18 @@ def test_model_slots_can_be_run_one_at_a_time():
     feats = model.features(x)
     assert len(feats) == 1 + len(arch.blocks)
     torch.testing.assert_close(model.head(feats[-1]), model(x))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mbconv-tiny/reference"])
+def test_hook_mac_count_equals_torch_flop_counter(name):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from blocks import count_macs
+
+    arch = get_preset(name)
+    model = build_model(arch).eval()
+    shape = (arch.in_channels, arch.input_size, arch.input_size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *shape))
+    assert count_macs(model, shape) == counter.get_total_flops() // 2
