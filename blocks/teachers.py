@@ -21,27 +21,14 @@ from blocks.spaces import SearchSpace
 Shape = tuple[int, int, int]
 
 
-class TeacherParts(nn.Module):
+class TeacherParts(ArchNet):
     """A teacher cut as ``stem -> blocks[0] -> ... -> blocks[n-1] -> head`` (``blocks`` align with slots)."""
 
     def __init__(self, stem: nn.Module, blocks: list[nn.Module], head: nn.Module, shapes: list[Shape],
                  name: str = "teacher") -> None:
-        super().__init__()
-        self.stem = stem
-        self.blocks = nn.ModuleList(blocks)
-        self.head = head
+        super().__init__(stem, blocks, head)
         self.shapes = shapes  # output shape of the stem, then of every block slot
         self.name = name
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of the stem and of every block slot, in order."""
-        outs = [self.stem(x)]
-        for block in self.blocks:
-            outs.append(block(outs[-1]))
-        return outs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)[-1])
 
 
 def _cut_efficientnet(model: nn.Module) -> tuple[list[nn.Module], nn.Module]:
