@@ -1,12 +1,11 @@
 """Search benchmark: candidates evaluated per second, and hypervolume of NSGA-II against random search.
 
-Run: ``.venv/bin/python benchmarks/search.py [--space mbconv-tiny] [--seeds 5]``.
-
-Until the real accuracy predictor and device latency table exist, both objectives are stand-ins
-(printed in the header): a per-(slot, option) latency lookup table built from an analytic MAC
-count of each option times seeded log-normal noise, and an accuracy model linear in the one-hot
-(slot, option) features whose weights grow with log MACs. Swap in the real ones through
-``make_objectives``.
+Run: ``.venv/bin/python benchmarks/search.py --workdir runs/demo [--seeds 5]`` to use a run folder's
+real accuracy predictor (predictor.json + nsr.csv) and device latency table (latency/cpu), as
+``donna search`` does. Without ``--workdir`` both objectives are stand-ins (printed in the header):
+a per-(slot, option) latency lookup table built from an analytic MAC count of each option times
+seeded log-normal noise, and an accuracy model linear in the one-hot (slot, option) features whose
+weights grow with log MACs.
 """
 
 from __future__ import annotations
@@ -125,6 +124,22 @@ def compare(space, objectives, reference, args) -> list[tuple[int, float, float,
     return rows
 
 
+def run_objectives(workdir: Path, device: str) -> tuple[SearchSpace, list[Objective]]:
+    """The objectives ``donna search`` uses in ``workdir``: predicted accuracy and table latency."""
+    import pandas as pd
+
+    from donna.predictor import AccuracyPredictor
+    from donna.search_stage import run_space
+    from latency import LatencyTable
+
+    space = run_space(workdir)
+    predictor = AccuracyPredictor.load(workdir / "predictor.json")
+    table = LatencyTable.load(workdir / "latency" / device, device=device)
+    accuracy = predictor.genome_predictor(pd.read_csv(workdir / "nsr.csv"), space)
+    return space, [Objective("accuracy", accuracy, maximize=True),
+                   Objective("latency_ms", lambda g: table.predict_genomes(g, space))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="mbconv-tiny")
@@ -133,19 +148,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generations", type=int, default=50)
     parser.add_argument("--operators", default="sbx-pm", choices=["ux-reset", "sbx-pm"])
     parser.add_argument("--batch", type=int, default=100_000, help="genomes per throughput batch")
+    parser.add_argument("--workdir", default=None, help="run folder: use its real predictor and latency table")
+    parser.add_argument("--device", default="cpu", help="with --workdir: the latency table's device")
     args = parser.parse_args(argv)
 
-    space = get_space(args.space)
-    tables = build_tables(space)
-    check_option_order(space, tables)
-    objectives = make_objectives(space, tables)
+    if args.workdir:
+        space, objectives = run_objectives(Path(args.workdir), args.device)
+        print(f"# search benchmark, run folder {args.workdir}, space {space.name} ({space.size:.3g} architectures)")
+        print(f"# objectives: the run's ridge predictor over NSR and its '{args.device}' latency table")
+    else:
+        space = get_space(args.space)
+        tables = build_tables(space)
+        check_option_order(space, tables)
+        objectives = make_objectives(space, tables)
+        print(f"# search benchmark, space {args.space} ({space.size:.3g} architectures)")
+        print("# objectives: STAND-INS, not the real predictor or device table:")
+        print("#   latency  = per-(slot, option) lookup table: analytic MACs * "
+              f"{LATENCY_MS_PER_MMAC} ms/MMAC + {LATENCY_MS_PER_LAYER} ms/layer, x lognormal(0, {NOISE_SD}) noise")
+        print("#   accuracy = linear model on one-hot (slot, option) features, weight log1p(MACs/1e4) x noise")
     problem = GenomeProblem(space, objectives)
     reference = resolve_reference(problem)
-    print(f"# search benchmark, space {args.space} ({space.size:.3g} architectures, {problem.n_var} genes)")
-    print("# objectives: STAND-INS, not the real predictor or device table:")
-    print("#   latency  = per-(slot, option) lookup table: analytic MACs * "
-          f"{LATENCY_MS_PER_MMAC} ms/MMAC + {LATENCY_MS_PER_LAYER} ms/layer, x lognormal(0, {NOISE_SD}) noise")
-    print("#   accuracy = linear model on one-hot (slot, option) features, weight log1p(MACs/1e4) x noise")
     print(f"# hypervolume: accuracy negated, normalised by ideal/nadir {reference.to_dict()}, "
           f"ref point {reference.ref_point} per objective")
     rate = candidates_per_second(problem, args.batch)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from blocks import Arch, SearchSpace
 from donna.predictor import AccuracyPredictor
-from donna.runfolder import read_json, save_config
+from donna.runfolder import fingerprint, read_json, save_config
 from latency import LatencyTable, build_latency_table, measure_model
 from search import Objective, SearchOutputs, create_searcher, finalize_search
 from search.objectives import hv_reference_for
@@ -119,7 +119,9 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
     settings = _searcher_settings(cfg, searcher_options, workdir, space, table)
     searcher = create_searcher(cfg.searcher, **settings)
     out = workdir / "search" / cfg.searcher
-    result = searcher.search(space, objectives=objectives, checkpoint_dir=out / "state", progress=progress,
+    # a killed search resumes from the checkpoint of the same settings; other settings start afresh
+    state = out / "state" / fingerprint({**asdict(cfg), "target_ms": None, "options": searcher_options or {}})
+    result = searcher.search(space, objectives=objectives, checkpoint_dir=state, progress=progress,
                              hv_reference=reference)
     predicted = table.predict_genomes(np.stack([space.encode(a) for a in result.archs]), space)
     return finalize_search(out, result, cfg.target_ms, measure=_front_measure(result, cfg, measured, predicted),

@@ -96,3 +96,15 @@ def test_finetune_of_an_arch_outside_the_space_names_the_slot(run, tmp_path):
     bad.to_json(tmp_path / "bad.json")
     with pytest.raises(ValueError, match=r"slot 0: kernel 7 not in \[3, 5\]"):
         run_finetune(workdir, FinetuneConfig(arch=str(tmp_path / "bad.json"), epochs=1), progress=False)
+
+
+def test_search_with_measured_latency_caches_every_candidate(run):
+    workdir, _, _ = run
+    cfg = SearchConfig(target_ms=100.0, pop_size=4, generations=2, latency="measure")
+    out = run_search(workdir, cfg, progress=False)
+    cache = pd.read_csv(workdir / "latency" / "cpu" / "measured.csv")
+    assert set(out.rows["key"]) <= set(cache["key"])
+    assert (cache["measured_ms"] > 0).all()
+    stamp = (workdir / "latency" / "cpu" / "measured.csv").stat().st_mtime_ns
+    run_search(workdir, cfg, progress=False)  # the same candidates again: nothing new is measured
+    assert (workdir / "latency" / "cpu" / "measured.csv").stat().st_mtime_ns == stamp
