@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint venv clean-runs
+.PHONY: demo test test-fast lint venv clean-runs
 
 venv: $(STAMP)
 
@@ -17,7 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/donna run --workdir runs/demo
 
+# The whole suite, the slow embedded-default test included (a few minutes on 2 cores).
 test: $(STAMP)
+	DONNA_SLOW=1 $(VENV)/bin/python -m pytest -q
+
+# Everything but the slow tests (about 1.5 minutes on 2 cores).
+test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
