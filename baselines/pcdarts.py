@@ -74,6 +74,10 @@ class PCDartsConfig:
         if bad:
             raise ValueError(f"pc-darts: invalid {bad[0]}={getattr(self, bad[0])!r}; see PCDartsConfig for the "
                              "allowed range")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"pc-darts: warmup_epochs={self.warmup_epochs} freezes the architecture for all "
+                             f"{self.epochs} epochs, so nothing would be searched; set warmup_epochs below epochs "
+                             "(the paper: 15 of 50)")
 
 
 class PCDartsNet(nn.Module):

@@ -54,6 +54,7 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=SearchConfig.device, help="latency device profile (latency devices)")
     parser.add_argument("--target-ms", type=float, required=True, help="latency budget in milliseconds")
     parser.add_argument("--searcher", default=SearchConfig.searcher, help="nsga2, random, pc-darts, dso-nas")
+    parser.add_argument("--name", default=None, help="output folder search/NAME (default: the searcher's name)")
     parser.add_argument("--latency", choices=("table", "measure"), default=SearchConfig.latency,
                         help="table: the device's latency table; measure: measure every candidate (DONNA)")
     parser.add_argument("--pop-size", type=int, default=SearchConfig.pop_size)
@@ -85,7 +86,8 @@ def searcher_options(pairs: list[str]) -> dict:
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
     """The ``SearchConfig`` of parsed ``search`` arguments."""
-    return SearchConfig(device=args.device, target_ms=args.target_ms, searcher=args.searcher, latency=args.latency,
+    return SearchConfig(device=args.device, target_ms=args.target_ms, searcher=args.searcher, name=args.name,
+                        latency=args.latency,
                         pop_size=args.pop_size, generations=args.generations, seed=args.seed,
                         measure_max=args.measure_max, force_table=args.force_table)
 

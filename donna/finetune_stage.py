@@ -20,7 +20,7 @@ from blocks.teachers import TeacherParts
 from donna.config import DataConfig, TeacherConfig
 from donna.data import DataSplits, load_data
 from donna.device import pick_device
-from donna.runfolder import read_json, save_config, write_json
+from donna.runfolder import fingerprint, read_json, save_config, write_json
 from donna.search_stage import run_space
 from donna.train import TrainConfig, TrainHistory, evaluate, predict_logits, train
 
@@ -95,7 +95,7 @@ def _initial_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, teacher: Teac
 
 def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSplits, teacher: TeacherParts,
                    space: SearchSpace, out: Path, progress: bool = True) -> tuple[torch.nn.Module, TrainHistory]:
-    """Assembles (or initialises) ``arch`` and finetunes it, checkpointing to ``out/checkpoint.pt``."""
+    """Assembles (or initialises) ``arch`` and finetunes it, checkpointing every epoch in ``out``."""
     from tqdm.auto import tqdm
 
     device = pick_device(cfg.device)
@@ -107,8 +107,10 @@ def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSpl
         bar.n = epoch + 1
         bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{acc:.4f}")
 
-    history = train(model, data.train, data.val, cfg.train_config(), teacher_logits=logits,
-                    checkpoint=out / "checkpoint.pt", on_epoch=on_epoch, device=device)
+    recipe = cfg.train_config()
+    checkpoint = out / f"checkpoint-{fingerprint(asdict(recipe))}.pt"  # another recipe starts afresh
+    history = train(model, data.train, data.val, recipe, teacher_logits=logits, checkpoint=checkpoint,
+                    on_epoch=on_epoch, device=device)
     bar.close()
     return model.cpu().eval(), history
 

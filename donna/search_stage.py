@@ -26,6 +26,7 @@ class SearchConfig:
     device: str = "cpu"  # latency device profile (see `latency devices`)
     target_ms: float = 1.0  # latency budget the selected architecture must meet when measured
     searcher: str = "nsga2"  # registered searcher: nsga2, random, pc-darts, dso-nas
+    name: str | None = None  # output folder search/<name>; default: the searcher's name
     latency: str = "table"  # table: the device's latency table; measure: every candidate on the device
     pop_size: int = 100  # population per generation (Once-for-All's finder: 100)
     generations: int = 50  # generations (50+ as in Once-for-All's finder)
@@ -124,10 +125,12 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
     reference = hv_reference_for(space, [accuracy, Objective("latency_ms", lambda g: table.predict_genomes(g, space))])
     settings = _searcher_settings(cfg, searcher_options, workdir, space, table)
     searcher = create_searcher(cfg.searcher, **settings)
-    out = workdir / "search" / cfg.searcher
+    out = workdir / "search" / (cfg.name or cfg.searcher)
     # a killed search resumes from the checkpoint of the same settings; other settings start afresh
     state = out / "state" / fingerprint({**asdict(cfg), "target_ms": None, "options": searcher_options or {}})
-    result = searcher.search(space, objectives=objectives, checkpoint_dir=state, progress=progress,
+    resumable = cfg.searcher in ("nsga2", "random")  # the gradient-based baselines do not checkpoint yet
+    result = searcher.search(space, objectives=objectives, checkpoint_dir=state if resumable else None,
+                             progress=progress,
                              hv_reference=reference)
     predicted = table.predict_genomes(np.stack([space.encode(a) for a in result.archs]), space)
     return finalize_search(out, result, cfg.target_ms, measure=_front_measure(result, cfg, measured, predicted),
