@@ -90,17 +90,17 @@ def interleave(parts: list[Job], archs: list[Job]) -> list[Job]:
     return out + [j for j in archs if j.role == "repeat"]
 
 
-def _meta(space: Any, profile: Profile, fingerprint: dict, cfg: ProtocolConfig) -> dict:
+def _meta(space: Any, profile: Profile, fingerprint: dict, cfg: ProtocolConfig, sample: dict) -> dict:
     return {"job": "meta", "device": profile.to_dict(), "fingerprint": fingerprint, "space": space.name,
-            "space_signature": space_signature(space), "protocol": asdict(cfg)}
+            "space_signature": space_signature(space), "protocol": asdict(cfg), "sample": sample}
 
 
 def _check_resume(rows: list[dict], meta: dict, rows_path: Path, force: bool) -> None:
-    """Refuse to mix rows of another device, space or protocol into one build."""
+    """Refuse to mix rows of another device, space, protocol or architecture sample into one build."""
     old = next((r for r in rows if r.get("job") == "meta"), None)
     if old is None:
         return
-    diff = [k for k in ("fingerprint", "space_signature", "protocol") if old.get(k) != meta.get(k)]
+    diff = [k for k in ("fingerprint", "space_signature", "protocol", "sample") if old.get(k) != meta.get(k)]
     if diff and not force:
         raise FingerprintMismatchError(f"{rows_path} holds measurements with another {', '.join(diff)}; "
                                        "use another out_dir (or force=True to mix them)")
@@ -162,7 +162,8 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
     cfg = profile.protocol_config().replace(**(protocol or {}))
     out = Path(out_dir) if out_dir is not None else Path("runs") / "latency" / f"{profile.name}-{space.name}"
     rows_path = out / ROWS_FILE
-    meta = _meta(space, profile, backend.fingerprint(), cfg)
+    sample = {"seed": seed, "n_calibration": n_calibration, "n_validation": n_validation, "n_repeat": n_repeat}
+    meta = _meta(space, profile, backend.fingerprint(), cfg, sample)
     _check_resume(read_jsonl(rows_path), meta, rows_path, force)
     if not rows_path.exists():
         append_jsonl(rows_path, meta)
@@ -195,25 +196,26 @@ def assemble_table(space: Any, meta: dict, rows: list[dict], jobs: list[Job]) ->
     return table
 
 
-def _measured(by_job: dict, role: str) -> dict[str, float]:
-    return {r["arch_key"]: r["median_ms"] for r in by_job.values() if r["role"] == role}
+def _measured(by_job: dict, role: str, archs: dict) -> dict[str, float]:
+    """Measured medians of this build's architectures in ``role`` (rows of other samples are ignored)."""
+    return {r["arch_key"]: r["median_ms"] for r in by_job.values() if r["role"] == role and r["arch_key"] in archs}
 
 
 def _calibrate(table: LatencyTable, space, by_job: dict, archs: dict, role: str) -> dict:
-    measured = _measured(by_job, role)
+    measured = _measured(by_job, role, archs)
     sums = [table.part_sum(archs[k].arch) for k in measured]
     return {**fit_calibration(sums, list(measured.values())), "archs": list(measured)}
 
 
 def _validate(table: LatencyTable, space, by_job: dict, archs: dict) -> dict:
-    measured = _measured(by_job, "validation")
+    measured = _measured(by_job, "validation", archs)
     if not measured:
         return {"n": 0}
     sums = np.array([table.part_sum(archs[k].arch) for k in measured])
     y = np.array(list(measured.values()))
     pred = table.calibrate(sums)
     metrics = error_metrics(pred, y)
-    repeats = _measured(by_job, "repeat")
+    repeats = _measured(by_job, "repeat", archs)
     noise = [abs(repeats[k] - measured[k]) / measured[k] for k in repeats if k in measured]
     metrics.update(noise=float(np.median(noise)) if noise else None, noise_max=float(max(noise)) if noise else None,
                    noise_n=len(noise), uncalibrated=error_metrics(sums, y),

@@ -86,6 +86,13 @@ def test_resume_refuses_rows_of_another_protocol(cpu_table, mini_space):
         build_latency_table(mini_space, "cpu", out, protocol={"min_time_s": 0.5}, progress=False, **SMALL)
 
 
+def test_resume_refuses_rows_of_another_architecture_sample(cpu_table, mini_space):
+    _, out = cpu_table
+    fast = {"min_time_s": 0.02, "max_time_s": 0.3, "target_ci": 0.02, "warmup_max_s": 0.2}
+    with pytest.raises(FingerprintMismatchError, match="another sample;"):
+        build_latency_table(mini_space, "cpu", out, protocol=fast, progress=False, **{**SMALL, "seed": 1})
+
+
 def test_phone_disconnect_keeps_rows_and_resumes(fake_phone, mini_space, tmp_path, phone_fast):
     fake_phone.set(disconnect_after=60)
     with pytest.raises(DeviceDisconnectedError, match="measurements already made are kept") as info:
