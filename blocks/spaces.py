@@ -178,10 +178,16 @@ class SearchSpace:
         """Reads a space from its JSON form (see ``blocks/spaces.json``)."""
         keys = ("description", "input_size", "in_channels", "num_classes", "stem", "head", "choices", "slots")
         _check_keys(data, keys, f"space {name!r}")
+        missing = [k for k in ("input_size", "num_classes", "stem", "head", "slots") if k not in data]
+        if missing:
+            raise ValueError(f"space {name!r}: missing key {missing[0]!r}; a space needs input_size, num_classes, "
+                             "stem, head, slots (and choices); see blocks/spaces.json")
         defaults = data.get("choices", {})
         slots = []
         for i, raw in enumerate(data["slots"]):
             _check_keys(raw, ("stride", "out_channels", "choices"), f"space {name!r} slot {i}")
+            if "stride" not in raw or "out_channels" not in raw:
+                raise ValueError(f"space {name!r} slot {i}: needs stride and out_channels")
             choices = {**defaults, **raw.get("choices", {})}
             missing = [k for k in KNOBS if k not in choices]
             if missing:
@@ -220,7 +226,10 @@ def get_space(name_or_path: str | Path) -> SearchSpace:
         return SearchSpace.from_dict(str(name_or_path), builtin[str(name_or_path)])
     path = Path(name_or_path)
     if path.suffix == ".json" and path.is_file():
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
         if "slots" in data:
             return SearchSpace.from_dict(path.stem, data)
         if len(data) == 1:

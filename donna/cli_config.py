@@ -44,7 +44,7 @@ def predictor_config(args: argparse.Namespace) -> PredictorRunConfig:
                               seed=args.seed, device=args.device),
         bkd=BKDConfig(epochs=args.bkd_epochs, mode=args.bkd_mode, seed=args.seed, device=args.device),
         score=ScoreConfig(seed=args.seed, device=args.device),
-        labels=LabelConfig(num_labels=args.labels, epochs=args.label_epochs, seed=args.seed),
+        labels=LabelConfig(num_labels=args.labels, epochs=args.label_epochs, seed=args.seed, device=args.device),
     )
 
 

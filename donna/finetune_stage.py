@@ -142,6 +142,7 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
     out = workdir / "finetune" / (arch.key if cfg.init == "bkd" else f"{arch.key}-{cfg.init}")
     save_config(workdir, "finetune", asdict(cfg))
     start = time.perf_counter()
+    device = pick_device(cfg.device)
     model, history = finetune_model(arch, cfg, workdir, data, teacher, space, out, progress)
     seconds = time.perf_counter() - start
     atomic_save(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
@@ -152,8 +153,9 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
     params, macs = count_params_macs(model, shape)
     metrics = {
         "key": arch.key, "arch": arch.to_string(), "init": cfg.init, "epochs": cfg.epochs,
-        "val_accuracy": history.val_accuracy[-1], "test_accuracy": evaluate(model, data.test),
-        "teacher_val_accuracy": evaluate(teacher, data.val), "predicted_accuracy": _predicted_accuracy(workdir, arch),
+        "val_accuracy": history.val_accuracy[-1], "test_accuracy": evaluate(model, data.test, device=device),
+        "teacher_val_accuracy": evaluate(teacher, data.val, device=device),
+        "predicted_accuracy": _predicted_accuracy(workdir, arch),
         "predicted_ms": _predicted_ms(workdir, arch, cfg.latency_device), "measured_ms": measured.median_ms,
         "measured_ms_ci": [measured.ci_low_ms, measured.ci_high_ms], "measured_noisy": measured.noisy,
         "latency_device": cfg.latency_device, "params": params, "macs": macs, "train_seconds": seconds,
@@ -178,7 +180,8 @@ def _predicted_ms(workdir: Path, arch: Arch, device: str) -> float | None:
     from latency import LatencyTable
 
     folder = workdir / "latency" / device
-    return float(LatencyTable.load(folder, device=device, force=True).predict(arch)) if folder.is_dir() else None
+    found = (folder / "table.json").is_file()
+    return float(LatencyTable.load(folder, device=device, force=True).predict(arch)) if found else None
 
 
 def _plot_curve(history: TrainHistory, path: Path, title: str) -> None:

@@ -19,6 +19,7 @@ from blocks import Arch, SearchSpace, build_model, count_params_macs
 from blocks.fileio import atomic_path
 from blocks.teachers import TeacherParts
 from donna.data import DataSplits
+from donna.device import pick_device
 from donna.executor import Job, get_executor
 from donna.nsr import arch_nsr
 from donna.predictor import nsr_columns, nsr_lookup
@@ -40,7 +41,13 @@ class LabelConfig:
     kd_weight: float = 0.5  # weight of distillation from the teacher's logits
     kd_temperature: float = 4.0  # distillation temperature
     seed: int = 0  # seeds the sample and the finetunes
-    executor: str = "inprocess"  # executor running the per-architecture jobs
+    executor: str = "inprocess"  # executor running the per-architecture jobs (in order: labels are seeded)
+    device: str = "auto"  # training device: auto (CUDA when present), cpu, cuda
+
+    def __post_init__(self) -> None:
+        if self.executor == "threads":
+            raise ValueError("labels: the 'threads' executor would share the global RNG between finetunes and break "
+                             "same-seed-same-labels; use 'inprocess'")
 
     def train_config(self) -> TrainConfig:
         """The shortened finetune recipe of one label."""
@@ -83,9 +90,10 @@ def label_one(arch: Arch, cfg: LabelConfig, workdir: Path, space: SearchSpace, t
     """Assembles ``arch`` from BKD weights, finetunes it briefly, returns its label row."""
     from donna.assemble import assemble
 
+    device = pick_device(cfg.device)
     model = assemble(arch, workdir, teacher, space=space)
-    before = evaluate(model, data.val)
-    history = train(model, data.train, data.val, cfg.train_config(), teacher_logits=teacher_logits)
+    before = evaluate(model, data.val, device=device)
+    history = train(model, data.train, data.val, cfg.train_config(), teacher_logits=teacher_logits, device=device)
     params, macs = count_params_macs(build_model(arch), (arch.in_channels, arch.input_size, arch.input_size))
     return {"key": arch.key, "arch": arch.to_string(), "accuracy": history.val_accuracy[-1],
             "bkd_accuracy": before, "params": params, "macs": macs,
@@ -97,13 +105,14 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
     """Labels ``cfg.num_labels`` spread-out architectures into ``workdir/labels.csv`` (resumable)."""
     workdir = Path(workdir)
     path = workdir / "labels.csv"
-    fp = fingerprint({"labels": asdict(cfg), "nsr": fingerprint(nsr_table.to_dict("list")), "data": data.describe()})
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("device", "executor")}  # what changes labels
+    fp = fingerprint({"labels": recipe, "nsr": fingerprint(nsr_table.to_dict("list")), "data": data.describe()})
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     if len(done) and (done["fingerprint"] != fp).any():
         raise ValueError(f"{path} holds labels made with other settings or another NSR table; delete it to relabel")
     archs = spread_sample(space, nsr_table, cfg.num_labels, cfg.pool_size, cfg.seed)
     todo = [a for a in archs if a.key not in set(done.get("key", []))]
-    logits = predict_logits(teacher, data.train) if todo else None
+    logits = predict_logits(teacher, data.train, device=pick_device(cfg.device)) if todo else None
     rows = done.to_dict("records")
     bar = tqdm(total=len(archs), initial=len(archs) - len(todo), desc="labels", disable=not progress)
     for arch in todo:

@@ -15,6 +15,7 @@ from blocks import Arch, SearchSpace
 from donna.predictor import AccuracyPredictor
 from donna.runfolder import fingerprint, read_json, save_config
 from latency import LatencyTable, build_latency_table, measure_model
+from latency.cache import file_sha256
 from search import Objective, SearchOutputs, create_searcher, finalize_search
 from search.objectives import hv_reference_for
 
@@ -126,8 +127,10 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
     settings = _searcher_settings(cfg, searcher_options, workdir, space, table)
     searcher = create_searcher(cfg.searcher, **settings)
     out = workdir / "search" / (cfg.name or cfg.searcher)
-    # a killed search resumes from the checkpoint of the same settings; other settings start afresh
-    state = out / "state" / fingerprint({**asdict(cfg), "target_ms": None, "options": searcher_options or {}})
+    # a killed search resumes from the checkpoint of the same settings and inputs; others start afresh
+    inputs = {name: file_sha256(workdir / name) for name in ("predictor.json", "nsr.csv")}
+    inputs["table"] = file_sha256(table.path) if table.path else None
+    state = out / "state" / fingerprint({**asdict(cfg), "target_ms": None, "options": searcher_options or {}, **inputs})
     resumable = cfg.searcher in ("nsga2", "random")  # the gradient-based baselines do not checkpoint yet
     result = searcher.search(space, objectives=objectives, checkpoint_dir=state if resumable else None,
                              progress=progress,

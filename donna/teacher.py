@@ -62,13 +62,12 @@ def _get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workd
         raise ValueError(f"{workdir} already holds a teacher made with other settings ({info.get('source')}, "
                          f"data {info.get('data', {}).get('name')}); use a new --workdir for this teacher")
     if kind == "trained":
-        parts = _trained_teacher(cfg, arch or space.reference(), space, data, workdir, device, info, progress)
+        parts = _trained_teacher(cfg, arch or space.reference(), space, data, workdir, device, fp, progress)
     else:
         parts = _loaded_teacher(cfg, kind, space).to(device).eval()
     if info is None:
-        info = _describe(cfg, kind, parts, data, device, fp)
-        write_json(workdir / "teacher.json", info)
         save_config(workdir, "teacher", cfg)
+        write_json(workdir / "teacher.json", _describe(cfg, kind, parts, data, device, fp))  # last: marks it done
     return parts
 
 
@@ -84,9 +83,17 @@ def _kind(cfg: TeacherConfig) -> tuple[str, Arch | None]:
 
 
 def _loaded_teacher(cfg: TeacherConfig, kind: str, space: SearchSpace) -> TeacherParts:
-    if kind == "torchvision":
-        return torchvision_teacher(cfg.source, space, cfg.weights)
-    return load_teacher_checkpoint(cfg.source, space)
+    if kind != "torchvision":
+        return load_teacher_checkpoint(cfg.source, space)
+    if not cfg.weights:
+        raise ValueError(f"teacher {cfg.source!r} needs --teacher-weights FILE (a local torchvision state dict); "
+                         "a randomly initialised teacher has nothing to distil")
+    parts = torchvision_teacher(cfg.source, space, cfg.weights)
+    linears = [m for m in parts.head.modules() if isinstance(m, nn.Linear)]
+    if linears and linears[-1].out_features != space.num_classes:
+        raise ValueError(f"{cfg.weights}: the teacher classifies {linears[-1].out_features} classes but the data set "
+                         f"has {space.num_classes}; finetune the teacher on this data set first")
+    return parts
 
 
 def load_teacher_checkpoint(path: str | Path, space: SearchSpace) -> TeacherParts:
@@ -118,20 +125,20 @@ def load_teacher_checkpoint(path: str | Path, space: SearchSpace) -> TeacherPart
 
 
 def _trained_teacher(cfg: TeacherConfig, arch: Arch, space: SearchSpace, data: DataSplits, workdir: Path,
-                     device: torch.device, info: dict | None, progress: bool) -> TeacherParts:
+                     device: torch.device, fp: str, progress: bool) -> TeacherParts:
     arch = Arch.from_dict({**arch.to_dict(), "num_classes": data.num_classes})
-    path = workdir / "teacher.pt"
-    if info is not None and path.is_file():
+    path, checkpoint = workdir / "teacher.pt", workdir / f"teacher.ckpt-{fp}.pt"  # per settings: never mixed
+    if path.is_file() and torch.load(path, map_location="cpu", weights_only=True).get("fingerprint") == fp:
         return load_teacher_checkpoint(path, space).to(device).eval()
     model = _init_model(arch, cfg.seed).to(device)
     parts = cut_teacher(model, space)  # fails early, before training, when the arch does not fit
     start = time.perf_counter()
-    train_classifier(model, data, cfg, device, progress, checkpoint=workdir / "teacher.ckpt.pt")
+    train_classifier(model, data, cfg, device, progress, checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_save(path, lambda p: torch.save({"format": TEACHER_FORMAT, "arch": arch.to_dict(),
+    atomic_save(path, lambda p: torch.save({"format": TEACHER_FORMAT, "arch": arch.to_dict(), "fingerprint": fp,
                                             "state_dict": state, "train_seconds": seconds}, p))
-    (workdir / "teacher.ckpt.pt").unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
     return parts.eval()
 
 

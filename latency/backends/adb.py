@@ -68,14 +68,14 @@ class AdbClient:
         """Run a command on the device; each argument is quoted, so nothing is expanded there."""
         return self.run("shell", " ".join(shlex.quote(str(a)) for a in argv), check=check)
 
-    def shell_glob(self, command: str, pattern: str) -> str:
+    def shell_glob(self, command: str, pattern: str, check: bool = True) -> str:
         """Run ``command`` on a glob ``pattern`` that the device shell must expand (a constant path).
 
         ``pattern`` may only hold path characters and ``*``; it is not quoted so the glob expands.
         """
         if not re.fullmatch(r"[A-Za-z0-9_/.*\-]+", pattern):
             raise LatencyError(f"refusing to pass {pattern!r} unquoted to the device shell")
-        return self.run("shell", f"{shlex.quote(command)} {pattern}")
+        return self.run("shell", f"{shlex.quote(command)} {pattern}", check=check)
 
     def push(self, local: Path | str, remote: str) -> str:
         """``adb push LOCAL REMOTE``; returns adb's summary line."""

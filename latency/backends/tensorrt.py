@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from blocks.fileio import atomic_write_bytes
+
 from ..cache import ArtifactCache, file_sha256
 from ..errors import BackendUnavailableError, BadModelError
 from .base import Backend, Prepared, check_gpu_match, cuda_gpu_name, register_backend
@@ -82,8 +84,7 @@ class TensorRTBackend(Backend):
         if engine is None:
             raise BadModelError(f"TensorRT failed to build an engine for {onnx_path.name}")
         out.write_bytes(bytes(engine))
-        timing_path.parent.mkdir(parents=True, exist_ok=True)
-        timing_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        atomic_write_bytes(timing_path, bytes(config.get_timing_cache().serialize()))
 
     def prepare(self, model: Path | str, input_shape: Sequence[int]) -> Prepared:
         reason = self.unavailable_reason(self.options)

@@ -108,3 +108,32 @@ def test_search_with_measured_latency_caches_every_candidate(run):
     stamp = (workdir / "latency" / "cpu" / "measured.csv").stat().st_mtime_ns
     run_search(workdir, cfg, progress=False)  # the same candidates again: nothing new is measured
     assert (workdir / "latency" / "cpu" / "measured.csv").stat().st_mtime_ns == stamp
+
+
+def test_finetune_killed_mid_epoch_resumes_and_finishes(run, monkeypatch):
+    import donna.train
+
+    workdir, _, _ = run
+    run_search(workdir, SearchConfig(target_ms=100.0, pop_size=8, generations=3), progress=False)
+    cfg = FinetuneConfig(epochs=2, seed=7, latency_device="cpu")
+    real_loss, calls = donna.train.distillation_loss, {"n": 0}
+
+    def dies_in_the_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 25:  # 1257 / 64 = 20 steps an epoch: step 5 of epoch 2
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(donna.train, "distillation_loss", dies_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(workdir, cfg, progress=False)
+    assert list((workdir / "finetune").glob("*/checkpoint-*.pt"))  # epoch 1 was kept
+    monkeypatch.setattr(donna.train, "distillation_loss", real_loss)
+    metrics = run_finetune(workdir, cfg, progress=False)
+    assert len(metrics["history"]["val_accuracy"]) == 2 and metrics["onnx_torch_top1_agreement"] == 1.0
+
+
+def test_torchvision_teacher_without_weights_is_refused(tmp_path):
+    cfg = PredictorRunConfig(space="mbconv-imagenet-mbv2", teacher=TeacherConfig(source="mobilenet_v2"))
+    with pytest.raises(ValueError, match="needs --teacher-weights"):
+        build_predictor(tmp_path, cfg, progress=False)
