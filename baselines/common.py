@@ -20,6 +20,14 @@ from search.base import Searcher, SearchResult, make_config
 from search.objectives import Objective
 
 
+def check_settings(config: Any, searcher: str, checks: dict[str, bool]) -> None:
+    """Raises ``ValueError`` naming the first setting of ``config`` whose check is false."""
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"{searcher}: invalid {bad[0]}={getattr(config, bad[0])!r}; see "
+                         f"{type(config).__name__} for the allowed range")
+
+
 def resolve_dataset(data: Any) -> Dataset:
     """The training set behind ``data``: a torch ``Dataset``, a ``DataLoader`` or splits with ``.train``.
 

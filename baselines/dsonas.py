@@ -27,6 +27,7 @@ from baselines.common import (
     Cycle,
     SupernetSearcher,
     accuracy,
+    check_settings,
     clip_grad_value,
     history_entry,
     make_loader,
@@ -67,10 +68,7 @@ class DSONASConfig:
                   "prune_every": self.prune_every >= 1, "batch_size": self.batch_size >= 1,
                   "train_portion": 0 < self.train_portion < 1, "gamma": self.gamma >= 0,
                   "lambda_momentum": 0 <= self.lambda_momentum < 1}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"dso-nas: invalid {bad[0]}={getattr(self, bad[0])!r}; see DSONASConfig for the "
-                             "allowed range")
+        check_settings(self, "dso-nas", checks)
 
 
 class DSONASNet(nn.Module):

@@ -28,6 +28,7 @@ from baselines.common import (
     Cycle,
     SupernetSearcher,
     accuracy,
+    check_settings,
     history_entry,
     make_loader,
     split_halves,
@@ -70,10 +71,7 @@ class PCDartsConfig:
                   "batch_size": self.batch_size >= 1, "partial_k": self.partial_k >= 1,
                   "train_portion": 0 < self.train_portion < 1, "latency_weight": self.latency_weight >= 0,
                   "target_ms": self.target_ms is None or self.target_ms > 0}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"pc-darts: invalid {bad[0]}={getattr(self, bad[0])!r}; see PCDartsConfig for the "
-                             "allowed range")
+        check_settings(self, "pc-darts", checks)
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"pc-darts: warmup_epochs={self.warmup_epochs} freezes the architecture for all "
                              f"{self.epochs} epochs, so nothing would be searched; set warmup_epochs below epochs "

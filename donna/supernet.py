@@ -124,7 +124,28 @@ def _check_option(options: list[BlockSpec], spec: BlockSpec, slot: int) -> None:
                          f"(e.g. {options[0]} ... {options[-1]})")
 
 
-class SlotSupernet(nn.Module):
+class _SlotModule(nn.Module):
+    """What both slot modules share: the slot's options and the active option ``forward`` runs."""
+
+    def __init__(self, space: SearchSpace, slot: int) -> None:
+        super().__init__()
+        self.slot, self.options = slot, space.options(slot)
+        self.in_channels = space.slot_input_shape(slot)[0]
+        self.active: BlockSpec | None = None
+
+    def set_active(self, spec: BlockSpec) -> None:
+        """Makes ``spec`` the option ``forward`` runs when none is passed."""
+        _check_option(self.options, spec, self.slot)
+        self.active = spec
+
+    def _option(self, spec: BlockSpec | None) -> BlockSpec:
+        spec = spec or self.active
+        if spec is None:
+            raise ValueError("no active option: pass one to forward() or call set_active() first")
+        return spec
+
+
+class SlotSupernet(_SlotModule):
     """One weight-shared supernet for every option of slot ``slot`` of ``space`` (one stage per block type).
 
     Args:
@@ -133,11 +154,8 @@ class SlotSupernet(nn.Module):
     """
 
     def __init__(self, space: SearchSpace, slot: int) -> None:
-        super().__init__()
-        self.slot, self.options = slot, space.options(slot)
-        self.in_channels = space.slot_input_shape(slot)[0]
+        super().__init__(space, slot)
         self.stages = nn.ModuleDict({t: self._stage(t) for t in dict.fromkeys(o.type for o in self.options)})
-        self.active: BlockSpec | None = None
 
     def _stage(self, block_type: str) -> nn.ModuleList:
         if block_type not in SUPERNET_TYPES:
@@ -153,15 +171,8 @@ class SlotSupernet(nn.Module):
                                                 max(c.squeeze for c in choices)))
         return nn.ModuleList(layers)
 
-    def set_active(self, spec: BlockSpec) -> None:
-        """Makes ``spec`` the option ``forward`` runs when none is passed."""
-        _check_option(self.options, spec, self.slot)
-        self.active = spec
-
     def forward(self, x: torch.Tensor, spec: BlockSpec | None = None) -> torch.Tensor:
-        spec = spec or self.active
-        if spec is None:
-            raise ValueError("no active option: pass one to forward() or call set_active() first")
+        spec = self._option(spec)
         cin = self.in_channels
         for layer in self.stages[spec.type][: spec.depth]:
             x = layer(x, layer_choice(spec, cin))
@@ -179,26 +190,16 @@ class SlotSupernet(nn.Module):
         return block.eval()
 
 
-class OptionBank(nn.Module):
+class OptionBank(_SlotModule):
     """Every option of one slot as its own module (independent training); same interface as ``SlotSupernet``."""
 
     def __init__(self, space: SearchSpace, slot: int) -> None:
-        super().__init__()
-        self.slot, self.options = slot, space.options(slot)
-        self.in_channels = space.slot_input_shape(slot)[0]
+        super().__init__(space, slot)
         self.index = {o: i for i, o in enumerate(self.options)}
         self.blocks = nn.ModuleList(build_block(o, self.in_channels) for o in self.options)
-        self.active: BlockSpec | None = None
-
-    def set_active(self, spec: BlockSpec) -> None:
-        """Makes ``spec`` the option ``forward`` runs when none is passed."""
-        _check_option(self.options, spec, self.slot)
-        self.active = spec
 
     def forward(self, x: torch.Tensor, spec: BlockSpec | None = None) -> torch.Tensor:
-        spec = spec or self.active
-        if spec is None:
-            raise ValueError("no active option: pass one to forward() or call set_active() first")
+        spec = self._option(spec)
         return self.blocks[self.index[spec]](x)
 
     def extract(self, spec: BlockSpec) -> BlockStage:
