@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import warnings
@@ -10,9 +11,19 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from baselines.budget import (
+    GIB,
+    default_budget,
+    fit_step_memory,
+    largest_batch,
+    limit_heap_retention,
+    peak_rss_bytes,
+    reset_peak_rss,
+)
 from baselines.costs import OpCost, macs_op_cost
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
@@ -136,9 +147,94 @@ class SupernetSearcher(Searcher):
         self.data = data
         self.op_cost = op_cost
         self.arch_cost = arch_cost
+        self.batch_size = self.config.batch_size  # the batch in use: the budget may lower it (see choose_batch)
+        self.memory: dict[str, Any] | None = None  # budget, chosen batch and measured peak of the last search
 
     def settings(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
+        """The config's fields; after a search also ``memory`` (budget, batch chosen, peak measured)."""
+        out = dataclasses.asdict(self.config)
+        if self.memory is not None:
+            out["memory"] = dict(self.memory)
+        return out
+
+    def provenance(self) -> dict[str, Any]:
+        """As ``Searcher.provenance`` but without the measured memory, so an architecture's provenance
+        depends on the seed and settings only (the measurements are in ``settings()``, hence search.json)."""
+        return {**super().provenance(), "settings": dataclasses.asdict(self.config)}
+
+    def memory_hints(self) -> str:
+        """Settings, besides a larger ``memory_gb``, that lower a step's memory (for the refusal message)."""
+        hints = []
+        if not getattr(self.config, "checkpointing", True):
+            hints.append("checkpointing=True")
+        if getattr(self.config, "partial_k", 4) < 4:
+            hints.append("partial_k=4")
+        hints.append("a space with fewer choices or a smaller input_size")
+        return ", or " + ", or ".join(hints)
+
+    def choose_batch(self, model: nn.Module, phases: Sequence[tuple[list[nn.Parameter], list[nn.Parameter]]],
+                     sample: torch.Tensor, device: torch.device) -> int:
+        """The batch for the search: ``batch_size``, lowered until a search step's measured peak fits the budget.
+
+        A step is one forward and backward per phase (``(updated, frozen)`` parameter lists, as the
+        searcher's own steps), measured at two small batches of random inputs shaped like ``sample``
+        (``baselines.budget``); the model's buffers and the RNG are restored afterwards, so the
+        search is the same as without probing. Records the budget, the fit and the batch in
+        ``self.memory``.
+
+        Raises:
+            ValueError: even batch 1 does not fit ``memory_gb`` (one line naming what would).
+        """
+        cfg = self.config
+        momentum = sum(p.numel() * p.element_size() for updated, _ in phases for p in updated)
+        saved = [b.detach().clone() for b in model.buffers()]
+
+        def step_at(batch: int) -> None:
+            x = torch.randn((batch, *sample.shape), generator=torch.Generator().manual_seed(batch)).to(device)
+            for updated, fixed in phases:
+                with frozen(fixed):
+                    loss = F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long, device=device))
+                    loss.backward(inputs=updated)
+                del loss
+            for updated, _ in phases:
+                for p in updated:
+                    p.grad = None
+
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            fit = fit_step_memory(step_at, device, extra=momentum)
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), saved):
+                buffer.copy_(value)
+        if cfg.memory_gb is not None:
+            budget, source = int(cfg.memory_gb * GIB), "memory_gb"
+        else:
+            budget, source = default_budget(device)
+        batch = largest_batch(fit, budget, cfg.batch_size, self.name, self.memory_hints())
+        if batch < cfg.batch_size:
+            warnings.warn(f"{self.name}: batch {cfg.batch_size} does not fit {budget / GIB:.2f} GB ({source}); "
+                          f"searching at batch {batch}", stacklevel=3)
+        self.memory = {"budget_gb": round(budget / GIB, 4), "budget_from": source, "batch_size": batch,
+                       "requested_batch_size": cfg.batch_size, "predicted_peak_gb": round(fit.predict(batch) / GIB, 4),
+                       "step_fit": fit.to_dict()}
+        self._reset_peak(device)
+        return batch
+
+    @staticmethod
+    def _reset_peak(device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            reset_peak_rss()
+
+    def _record_peak(self, device: torch.device) -> None:
+        """Adds the measured peak since ``choose_batch`` to ``self.memory``."""
+        if self.memory is None:
+            return
+        if device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
+        else:
+            peak, kind = peak_rss_bytes(), "process peak resident set (VmHWM) since the batch was chosen"
+        self.memory.update({"peak_gb": round(peak / GIB, 4), "peak_measure": kind})
 
     def cost_fn(self, space: SearchSpace) -> tuple[OpCost, str]:
         """The cost function in use and its unit (``"ms"`` when given, ``"macs"`` by default)."""
@@ -162,7 +258,12 @@ class SupernetSearcher(Searcher):
             warnings.warn(f"{self.name}: checkpoint/resume is not implemented for gradient searchers yet; "
                           "the search runs from scratch and writes no checkpoint", stacklevel=3)
         seed_everything(self.config.seed)
-        arch, history = self._run(space, dataset, resolve_device(self.config.device), progress)
+        device = resolve_device(self.config.device)
+        if device.type == "cpu":
+            limit_heap_retention()
+        self.memory, self.batch_size = None, self.config.batch_size
+        arch, history = self._run(space, dataset, device, progress)
+        self._record_peak(device)
         space.validate(arch)
         result = self._result(space, arch, objectives, history)
         if objectives and hv_reference is not None:
@@ -184,6 +285,24 @@ class SupernetSearcher(Searcher):
             n_evaluations=1 if objectives else 0, searcher=self.name, settings=self.settings(),
             genomes=genome.astype(np.int64),
         )
+
+
+@contextlib.contextmanager
+def frozen(params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """``params`` do not require grad inside the block (those that did are restored on exit).
+
+    A step that updates one set of parameters freezes the other: autograd then records no graph
+    for the frozen ones (the same gradients for the rest, less memory and time; in particular a
+    checkpointed op whose input and weights need no gradient keeps only its output).
+    """
+    changed = [p for p in params if p.requires_grad]
+    for p in changed:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in changed:
+            p.requires_grad_(True)
 
 
 def history_entry(epoch: int, steps: int, **values: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from baselines.common import (
     SupernetSearcher,
     accuracy,
     check_settings,
+    frozen,
     history_entry,
     make_loader,
     split_halves,
@@ -48,7 +49,9 @@ class PCDartsConfig:
 
     epochs: int = 50  # search epochs
     warmup_epochs: int = 15  # architecture parameters frozen for these first epochs
-    batch_size: int = 256  # batch of each half (K=4 on CIFAR lets it grow from 64 to 256)
+    batch_size: int = 256  # batch of each half (K=4 on CIFAR lets it grow from 64 to 256); a budget may lower it
+    memory_gb: float | None = None  # memory budget of a step; None = held + a safe share of free memory
+    checkpointing: bool = True  # recompute each op's activations in backward: same result, far less memory
     partial_k: int = 4  # K: 1/K of the channels go through the mixed op (4 on CIFAR, 2 on ImageNet)
     train_portion: float = 0.5  # share of the training data for the weights; the rest is for the architecture
     w_lr: float = 0.1  # SGD learning rate of the weights (cosine schedule)
@@ -70,7 +73,8 @@ class PCDartsConfig:
         checks = {"epochs": self.epochs >= 1, "warmup_epochs": self.warmup_epochs >= 0,
                   "batch_size": self.batch_size >= 1, "partial_k": self.partial_k >= 1,
                   "train_portion": 0 < self.train_portion < 1, "latency_weight": self.latency_weight >= 0,
-                  "target_ms": self.target_ms is None or self.target_ms > 0}
+                  "target_ms": self.target_ms is None or self.target_ms > 0,
+                  "memory_gb": self.memory_gb is None or self.memory_gb > 0}
         check_settings(self, "pc-darts", checks)
         if self.warmup_epochs >= self.epochs:
             raise ValueError(f"pc-darts: warmup_epochs={self.warmup_epochs} freezes the architecture for all "
@@ -96,6 +100,11 @@ class PCDartsNet(nn.Module):
         """Every trainable parameter of the supernet (never alpha or beta)."""
         return [p for p in self.net.parameters() if p.requires_grad]
 
+    def phases(self) -> list[tuple[list[nn.Parameter], list[nn.Parameter]]]:
+        """``(updated, frozen)`` parameters of a search step's two halves: architecture step, weight step."""
+        weights, arch = self.weight_parameters(), self.arch_parameters()
+        return [(arch, weights), (weights, arch)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         op_w = [F.softmax(a, dim=-1).expand(s.max_depth, -1) for a, s in zip(self.alphas, self.net.slots)]
         exit_w = [F.softmax(b, dim=-1) for b in self.betas]
@@ -107,6 +116,17 @@ class PCDartsNet(nn.Module):
         for a, b, c in zip(self.alphas, self.betas, costs):
             total = total + F.softmax(b, -1) @ c @ F.softmax(a, -1)
         return total
+
+
+def alpha_spread(model: PCDartsNet) -> dict[str, float]:
+    """How far the alphas are from uniform: mean normalised entropy of softmax(alpha) over slots (1 =
+    uniform, 0 = one-hot) and the largest op probability over uniform (1 = uniform)."""
+    entropies, ratios = [], []
+    for a in model.alphas:
+        p = F.softmax(a.detach().float(), dim=-1)
+        entropies.append(float(-(p * p.clamp_min(1e-12).log()).sum() / math.log(p.numel())))
+        ratios.append(float(p.max() * p.numel()))
+    return {"alpha_entropy": float(np.mean(entropies)), "alpha_max_over_uniform": float(np.max(ratios))}
 
 
 @register_searcher("pc-darts")
@@ -148,15 +168,24 @@ class PCDartsSearcher(SupernetSearcher):
             return self.config.latency_weight * F.relu(expected / self.config.target_ms - 1.0)
         return self.config.latency_weight * expected / setup["reference"]
 
-    def _run(self, space: SearchSpace, dataset: Dataset, device: torch.device,
-             progress: bool) -> tuple[Arch, list[dict[str, Any]]]:
+    def build(self, space: SearchSpace, device: torch.device) -> tuple[PCDartsNet, torch.optim.Optimizer,
+                                                                      torch.optim.Optimizer]:
+        """The supernet with alpha and beta, the weights' SGD and the architecture's Adam."""
         cfg = self.config
         model = PCDartsNet(space, cfg.partial_k, cfg.init_scale).to(device)
-        w_idx, a_idx = split_halves(len(dataset), cfg.train_portion, cfg.seed)
+        model.net.set_memory_options(checkpointing=cfg.checkpointing)
         w_opt = torch.optim.SGD(model.weight_parameters(), cfg.w_lr, momentum=cfg.w_momentum,
                                 weight_decay=cfg.w_weight_decay)
         a_opt = torch.optim.Adam(model.arch_parameters(), cfg.arch_lr, betas=tuple(cfg.arch_betas),
                                  weight_decay=cfg.arch_weight_decay)
+        return model, w_opt, a_opt
+
+    def _run(self, space: SearchSpace, dataset: Dataset, device: torch.device,
+             progress: bool) -> tuple[Arch, list[dict[str, Any]]]:
+        cfg = self.config
+        model, w_opt, a_opt = self.build(space, device)
+        self.batch_size = self.choose_batch(model, model.phases(), dataset[0][0], device)
+        w_idx, a_idx = split_halves(len(dataset), cfg.train_portion, cfg.seed)
         penalty = self._penalty_setup(space, model, device)
         history: list[dict[str, Any]] = []
         steps = 0
@@ -167,7 +196,8 @@ class PCDartsSearcher(SupernetSearcher):
             stats = self._epoch(model, dataset, (w_idx, a_idx), epoch, (w_opt, a_opt), penalty, device)
             steps += stats.pop("steps")
             arch, _ = project_pcdarts(space, *self._arch_arrays(model))
-            history.append(history_entry(epoch + 1, steps, lr=lr, arch=arch.to_string(), **stats))
+            history.append(history_entry(epoch + 1, steps, lr=lr, arch=arch.to_string(), **stats,
+                                         **alpha_spread(model)))
         return self._finish(space, model, penalty, history)
 
     def _epoch(self, model: PCDartsNet, dataset: Dataset, halves: tuple[np.ndarray, np.ndarray], epoch: int,
@@ -175,8 +205,8 @@ class PCDartsSearcher(SupernetSearcher):
                device: torch.device) -> dict[str, Any]:
         cfg = self.config
         seed = cfg.seed * 100_003 + epoch
-        w_loader = make_loader(dataset, halves[0], cfg.batch_size, seed)
-        a_batches = Cycle(make_loader(dataset, halves[1], cfg.batch_size, seed + 50_000))  # persistent iterator
+        w_loader = make_loader(dataset, halves[0], self.batch_size, seed)
+        a_batches = Cycle(make_loader(dataset, halves[1], self.batch_size, seed + 50_000))  # persistent iterator
         update_arch = epoch >= cfg.warmup_epochs
         model.train()
         sums = {"loss": 0.0, "acc": 0.0, "arch_loss": 0.0}
@@ -199,10 +229,11 @@ class PCDartsSearcher(SupernetSearcher):
                    penalty: dict[str, Any] | None, device: torch.device) -> float:
         x, y = to_device(batch, device)
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y)
-        extra = self._penalty(model, penalty)
-        total = loss if extra is None else loss + extra
-        total.backward(inputs=model.arch_parameters())
+        with frozen(model.weight_parameters()):
+            loss = F.cross_entropy(model(x), y)
+            extra = self._penalty(model, penalty)
+            total = loss if extra is None else loss + extra
+            total.backward(inputs=model.arch_parameters())
         opt.step()
         return total.item()
 
@@ -211,9 +242,10 @@ class PCDartsSearcher(SupernetSearcher):
         x, y = to_device(batch, device)
         params = model.weight_parameters()
         opt.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        loss.backward(inputs=params)
+        with frozen(model.arch_parameters()):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward(inputs=params)
         nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         opt.step()
         return loss.item(), accuracy(logits.detach(), y)
@@ -232,6 +264,7 @@ class PCDartsSearcher(SupernetSearcher):
             "method": "pc-darts", "mode": "faithful" if penalty is None else "latency-penalty",
             "adaptation": ADAPTATION_PCDARTS, "derivation": "argmax softmax(alpha), argmax softmax(beta), last epoch",
             "partial_k": cfg.partial_k, "slots": records,
+            "memory": {"checkpointing": cfg.checkpointing, "batch_size": self.batch_size},
             "latency_penalty": None if penalty is None else {
                 "weight": cfg.latency_weight, "target_ms": cfg.target_ms, "unit": penalty["unit"],
                 "fixed_cost": penalty["fixed"],

@@ -10,12 +10,14 @@ chosen over the slot's exits (the outputs after layer ``d`` for every allowed de
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from blocks.builder import build_head, build_stem, init_weights
 from blocks.ir import KNOBS, BlockSpec
@@ -94,11 +96,40 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
 
 
+@contextlib.contextmanager
+def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """Restores the BatchNorm running statistics of ``module`` on exit (the forward itself is unchanged).
+
+    Used while checkpointing recomputes an op in the backward pass: the forward already updated the
+    running statistics once for this batch, and the recomputation must not update them again.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, values in zip(norms, saved):
+                for buffer, value in zip((m.running_mean, m.running_var, m.num_batches_tracked), values):
+                    buffer.copy_(value)
+
+
+def _weighted_op(op: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return weight * op(x)
+
+
 class MixedLayer(nn.Module):
     """One layer position of a slot: a weighted sum of candidate ops plus the residual, if any.
 
     With ``partial_k`` K > 1 (stride 1, equal widths only) the ops see the first C/K channels; the
     others bypass them; both parts are concatenated and channel-shuffled in K groups (PC-DARTS).
+
+    Memory: with ``checkpointing`` each weighted op ``w_o * op_o(x)`` is checkpointed on its own
+    (``torch.utils.checkpoint``, non-reentrant): the forward keeps only the layer's input, and the
+    backward recomputes one op at a time, so the activations held at once are one op's rather than
+    all of them. Outputs and gradients are unchanged; BatchNorm running statistics are updated once
+    (see ``frozen_running_stats``). ``skip_zero`` leaves out ops whose weight is exactly zero
+    (their term is zero, so the output is unchanged; their own weights then get no gradient).
 
     Args:
         ops: the candidate ops (dicts of ``OP_KNOBS``).
@@ -122,20 +153,30 @@ class MixedLayer(nn.Module):
             raise ValueError(f"partial_k {partial_k} must be >= 1 and divide the {cin} channels of this layer; "
                              "pick a K that divides every slot's width")
         self.partial_k = partial_k
+        self.stride, self.out_channels = stride, cout
         self.op_channels = cin // partial_k
         width_out = self.op_channels if partial_k > 1 else cout
         self.ops = nn.ModuleList(make_op(op, self.op_channels, width_out, stride, bn_mode) for op in ops)
         self.register_buffer("alive", torch.ones(len(self.ops), dtype=torch.bool))
+        self.checkpointing = False  # recompute each op in backward (see the class docstring)
+        self.skip_zero = False  # leave out ops whose weight is exactly zero
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``sum_o weights[o] * op_o(x)`` (+ x), over the ops still alive."""
         xp = x[:, : self.op_channels] if self.partial_k > 1 else x
-        alive = self.alive.tolist()
+        run = self.alive & (weights.detach() != 0) if self.skip_zero else self.alive
+        recompute = self.checkpointing and torch.is_grad_enabled()
         y = None
-        for o, op in enumerate(self.ops):
-            if alive[o]:
-                term = weights[o] * op(xp)
-                y = term if y is None else y + term
+        for o, keep in enumerate(run.tolist()):
+            if not keep:
+                continue
+            op = self.ops[o]
+            if recompute and (xp.requires_grad or any(p.requires_grad for p in op.parameters())):
+                term = checkpoint(_weighted_op, op, xp, weights[o], use_reentrant=False,
+                                  context_fn=lambda op=op: (contextlib.nullcontext(), frozen_running_stats(op)))
+            else:
+                term = _weighted_op(op, xp, weights[o])
+            y = term if y is None else y + term
         if y is None:  # every op removed: the layer is the identity (or zero without a residual)
             y = torch.zeros_like(xp) if self.residual else self._zeros(x)
         if self.residual:
@@ -145,9 +186,9 @@ class MixedLayer(nn.Module):
         return y
 
     def _zeros(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            shape = self.ops[0](x[:1]).shape[1:]
-        return x.new_zeros((x.shape[0], *shape))
+        """Zeros shaped like the layer's output (odd kernels, padding k // 2: size -> ceil(size / stride))."""
+        h, w = ((n - 1) // self.stride + 1 for n in x.shape[2:])
+        return x.new_zeros((x.shape[0], self.out_channels, h, w))
 
     def remove_ops(self, dead: torch.Tensor) -> None:
         """Physically removes the ops flagged in ``dead`` (their weights are dropped; they never run again)."""
@@ -213,6 +254,18 @@ class SuperNet(nn.Module):
         self.head = build_head(reference, channels)
         init_weights(self.stem)
         init_weights(self.head)
+
+    def mixed_layers(self) -> list[MixedLayer]:
+        """Every mixed layer of every slot, in order."""
+        return [layer for slot in self.slots for layer in slot.layers]
+
+    def set_memory_options(self, checkpointing: bool | None = None, skip_zero: bool | None = None) -> None:
+        """Turns per-op activation checkpointing and the skipping of zero-weight ops on or off (None: unchanged)."""
+        for layer in self.mixed_layers():
+            if checkpointing is not None:
+                layer.checkpointing = checkpointing
+            if skip_zero is not None:
+                layer.skip_zero = skip_zero
 
     def forward(self, x: torch.Tensor, op_weights: Sequence[torch.Tensor],
                 exit_weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:

@@ -173,9 +173,39 @@ def _pcdarts_details(prov: dict[str, Any]) -> str:
 def _dsonas_details(prov: dict[str, Any]) -> str:
     slots = prov.get("slots", [])
     zeros, total = sum(s["zero_lambdas"] for s in slots), sum(s["total_lambdas"] for s in slots)
+    stages = (prov.get("sparsification") or {}).get("path") or []
+    decided = [s.get("decided_by", "projection") for s in slots]
     return (f"zero lambdas {zeros}/{total}, removed ops {prov['stages']['removed_ops']}, collapsed slots "
             f"{sum(bool(s['collapsed']) for s in slots)}, depths {[s['depth'] for s in slots]}, "
-            f"gamma {prov['penalty']['gamma']}")
+            f"gamma {prov['penalty']['gamma']}; {len(stages)} sparsification stages"
+            + (f" (gamma {stages[0]['gamma']:g} to {stages[-1]['gamma']:g})" if stages else "")
+            + f"; op decided by {decided}")
+
+
+EVOLUTION = {  # per-epoch columns of a gradient searcher's history.csv worth printing
+    "pc-darts": ["generation", "evaluations", "arch_frozen", "alpha_entropy", "alpha_max_over_uniform", "loss"],
+    "dso-nas": ["generation", "evaluations", "stage", "gamma", "zero_lambdas", "total_lambdas", "decided_slots",
+                "loss"],
+}
+
+
+def evolution(folder: Path, searcher: str) -> str:
+    """Per epoch: PC-DARTS's alpha entropy (1 = uniform) or DSO-NAS's lambda sparsity; and the search's peak memory."""
+    history = folder / "history.csv"
+    if searcher not in EVOLUTION or not history.is_file():
+        return ""
+    frame = pd.read_csv(history)
+    frame = frame[[c for c in EVOLUTION[searcher] if c in frame.columns]]
+    if "zero_lambdas" in frame:
+        frame.insert(frame.columns.get_loc("zero_lambdas"), "lambda_sparsity",
+                     frame["zero_lambdas"] / frame["total_lambdas"])
+    memory = ((read_json(folder / "search.json") or {}).get("settings") or {}).get("memory") or {}
+    text = f"{folder.name} per epoch (search steps = evaluations):\n{frame.to_string(index=False, na_rep='-')}"
+    if memory:
+        text += (f"\n{folder.name} memory: batch {memory.get('batch_size')} of {memory.get('requested_batch_size')}, "
+                 f"budget {memory.get('budget_gb')} GB ({memory.get('budget_from')}), predicted peak "
+                 f"{memory.get('predicted_peak_gb')} GB, measured peak {memory.get('peak_gb')} GB")
+    return text
 
 
 def gradient_details(folder: Path, key: str) -> str:
@@ -203,6 +233,7 @@ def table_row(variant: Variant, search: dict[str, Any] | None, tuned: dict[str, 
         row.update({"ft val": tuned["val_accuracy"], "ft test": tuned["test_accuracy"],
                     "ft measured ms": tuned["measured_ms"], "ft s": f"{tuned['train_seconds']:.1f}"})
     row["note"] = error or (gradient_details(search["folder"], search["chosen"]["key"]) if search else "")
+    row["evolution"] = evolution(search["folder"], variant.searcher) if search else ""
     return row
 
 
@@ -275,10 +306,13 @@ def main(argv: list[str] | None = None) -> None:
     frame = pd.DataFrame(rows)
     print(f"\nTarget {target_ms} ms on {args.device!r}; latencies in ms; accuracies on the val split "
           f"(ft test: test split); outputs in {out}/search/<searcher>")
-    print(frame.drop(columns=["note"]).to_string(index=False, float_format=_fmt, na_rep="-"))
+    print(frame.drop(columns=["note", "evolution"]).to_string(index=False, float_format=_fmt, na_rep="-"))
     for row in rows:
         if row["note"]:
             print(f"{row['searcher']}: {row['note']}")
+    for row in rows:
+        if row["evolution"]:
+            print(f"\n{row['evolution']}")
 
 
 def _fmt(value: float) -> str:

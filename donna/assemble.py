@@ -1,7 +1,10 @@
 """Assembly: any architecture of the space built from its BKD block weights, with the teacher's stem and head.
 
 This is where the predictor's labels and the final finetune start: ``assemble(arch, workdir, teacher)``
-gives an ``ArchNet`` (``.stem``, ``.blocks``, ``.head``, ``.features``) ready to evaluate or finetune.
+gives an ``ArchNet`` (``.stem``, ``.blocks``, ``.head``, ``.features``) and ``assemble_recalibrated`` the same
+network with every BatchNorm re-estimated on the student's own activations (what labels, finetunes and every
+evaluation use: each option's statistics from scoring were taken on the teacher's inputs, as OFA and BigNAS
+recalibrate every sampled subnet). ``RECAL_MODES`` keeps the per-block statistics reachable as an ablation.
 """
 
 from __future__ import annotations
@@ -79,6 +82,37 @@ def recalibrate_bn(module: nn.Module, inputs: Iterable[torch.Tensor]) -> nn.Modu
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return module.eval()
+
+
+RECAL_MODES = ("network", "blocks")  # network: whole assembled network (default); blocks: per-option only (ablation)
+
+
+def assemble_recalibrated(arch: Arch, library: BlockLibrary | str | Path, teacher: TeacherParts, split: Dataset,
+                          space: SearchSpace | None = None, mode: str = "network", num_batches: int = 8,
+                          batch_size: int = 64, seed: int = 0) -> ArchNet:
+    """``assemble`` followed by whole-network BatchNorm recalibration on ``num_batches`` batches of ``split``.
+
+    Args:
+        arch: the architecture (a member of the library's space).
+        library: the block library or its run folder.
+        teacher: the teacher the library was distilled from.
+        split: the split the statistics are estimated on (the train split: never val or test).
+        space: the search space (default: the library's).
+        mode: ``network`` (recalibrate the assembled network) or ``blocks`` (keep each option's statistics from
+            scoring, taken on teacher inputs: the ablation).
+        num_batches: recalibration batches.
+        batch_size: recalibration batch size.
+        seed: seeds the choice of recalibration batches.
+
+    Raises:
+        ValueError: an unknown mode, or anything ``assemble`` refuses.
+    """
+    if mode not in RECAL_MODES:
+        raise ValueError(f"unknown recalibration mode {mode!r}; known: {', '.join(RECAL_MODES)}")
+    model = assemble(arch, library, teacher, space=space)
+    if mode == "network":
+        recalibrate(model, split, num_batches=num_batches, batch_size=batch_size, seed=seed)
+    return model
 
 
 def recalibrate(model: nn.Module, split: Dataset, num_batches: int = 4, batch_size: int = 64,

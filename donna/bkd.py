@@ -27,7 +27,7 @@ from blocks import BlockSpec, SearchSpace, init_weights
 from blocks.fileio import atomic_save
 from blocks.teachers import TeacherParts
 from donna.config import BKDConfig
-from donna.data import DataSplits, batches
+from donna.data import DataSplits, TensorSplit, batches, shifted_copy
 from donna.device import pick_device, set_threads, torch_threads
 from donna.executor import Job, get_executor
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
@@ -140,12 +140,20 @@ class SlotTrainer:
         """The generator drawing this slot's options during ``epoch``."""
         return torch.Generator().manual_seed(_seed(self.cfg.seed, "options", self.slot, epoch))
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """One optimiser step on a batch: one sampled option (supernet) or every option (independent)."""
+    def step_options(self, gen: torch.Generator) -> list[BlockSpec]:
+        """The options trained in one step (see ``BKDConfig.sampling``)."""
         if self.cfg.mode == "independent":
-            specs = self.options
-        else:
-            specs = [self.options[int(torch.randint(len(self.options), (1,), generator=gen))]]
+            return self.options
+        if self.cfg.sampling == "uniform":
+            return [self.options[int(torch.randint(len(self.options), (1,), generator=gen))]]
+        if self.cfg.sampling != "sandwich":
+            raise ValueError(f"unknown BKD sampling {self.cfg.sampling!r}; known: sandwich, uniform")
+        picks = torch.randint(len(self.options), (self.cfg.random_per_step,), generator=gen).tolist()
+        return [self.options[-1], self.options[0], *(self.options[i] for i in picks)]  # largest, smallest, random
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """One optimiser step on a batch: the step's options' gradients summed (sandwich rule, OFA/BigNAS)."""
+        specs = self.step_options(gen)
         self.opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for spec in specs:
@@ -180,19 +188,20 @@ class SlotTrainer:
         return manifest
 
 
-def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, inputs: torch.Tensor, targets: torch.Tensor,
+def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list[tuple[torch.Tensor, torch.Tensor]],
                       workdir: str, fp: str, progress: bool = True,
                       step_callback: StepCallback | None = None) -> dict[str, Any]:
-    """Job: trains one slot from cached teacher features (input = slot input, target = slot output)."""
+    """Job: trains one slot from cached teacher features; epoch e uses ``views[e % len(views)]`` (input, target)."""
     set_threads(cfg.threads)
     trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, pick_device(cfg.device))
-    n, bs = len(inputs), cfg.batch_size
+    n, bs = len(views[0][0]), cfg.batch_size
     stop = n - n % bs if n >= bs else n
     steps = math.ceil(stop / bs)
     bar = tqdm(total=(cfg.epochs - trainer.epoch) * steps, desc=f"bkd slot {slot}", disable=not progress,
                leave=False)
     for epoch in range(trainer.epoch, cfg.epochs):
         start, losses = time.perf_counter(), []
+        inputs, targets = views[epoch % len(views)]
         order = torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(cfg.seed, epoch)))
         gen = trainer.sampler(epoch)
         for step, first in enumerate(range(0, stop, bs)):
@@ -220,7 +229,8 @@ def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherPa
         active = [t for t in trainers if t.epoch == epoch]
         gens = {t.slot: t.sampler(epoch) for t in active}
         losses, start = {t.slot: [] for t in active}, time.perf_counter()
-        for step, (x, _) in enumerate(batches(data.train, cfg.batch_size, shuffle=True, drop_last=True,
+        split = view_split(cfg, data.train, epoch)
+        for step, (x, _) in enumerate(batches(split, cfg.batch_size, shuffle=True, drop_last=True,
                                               seed=order_seed(cfg.seed, epoch), device=device)):
             with torch.no_grad():
                 feats = teacher.features(x)
@@ -281,17 +291,35 @@ def _jobs(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: DataS
           features: list[torch.Tensor] | None, step_callback: StepCallback | None) -> list[Job]:
     mode = cfg.features
     if mode == "auto":
-        fits = feature_bytes(teacher, len(data.train)) <= cfg.cache_limit_mb * 2**20
+        fits = feature_bytes(teacher, len(data.train)) * (1 + cfg.augment_views) <= cfg.cache_limit_mb * 2**20
         mode = "memory" if features is not None or fits else "stream"
     if mode == "stream":
         return [Job("bkd (streamed)", train_slots_streaming,
                     (cfg, space, teacher, data, pending, workdir, fps, progress, step_callback))]
     if mode != "memory":
         raise ValueError(f"unknown BKD features mode {cfg.features!r}; known: auto, memory, stream")
-    feats = features or compute_features(teacher.to(device), data.train, device, progress=progress)
+    views = [features] if features is not None else view_features(cfg, teacher.to(device), data.train, device, progress)
     return [Job(f"bkd slot {s}", train_slot_cached,
-                (cfg, space, s, feats[s], feats[s + 1], workdir, fps[s], progress, step_callback))
+                (cfg, space, s, [(v[s], v[s + 1]) for v in views], workdir, fps[s], progress, step_callback))
             for s in pending]
+
+
+def view_features(cfg: BKDConfig, teacher: TeacherParts, split: Dataset, device: torch.device,
+                  progress: bool = False) -> list[list[torch.Tensor]]:
+    """Teacher features of the train split, then of ``cfg.augment_views`` randomly shifted copies of it.
+
+    Augmentation happens before the teacher forward, so every view has its own targets; an epoch trains on one
+    view (``epoch % views``), which gives more distinct targets at the same step count. Splits that are not held
+    in memory get no extra views.
+    """
+    count = 1 + cfg.augment_views if isinstance(split, TensorSplit) else 1
+    return [compute_features(teacher, view_split(cfg, split, v), device, progress=progress) for v in range(count)]
+
+
+def view_split(cfg: BKDConfig, split: Dataset, epoch: int) -> Dataset:
+    """The view of the train split epoch ``epoch`` trains on: the split itself or one of its shifted copies."""
+    view = epoch % (1 + cfg.augment_views) if isinstance(split, TensorSplit) else 0
+    return split if view == 0 else shifted_copy(split, _seed(cfg.seed, "view", view) % 2**31)
 
 
 class BlockLibrary:

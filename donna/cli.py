@@ -6,23 +6,22 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from blocks import describe_arch, get_space, list_presets, list_spaces, resolve_arch
+from blocks.cli_errors import OneLineParser, int_at_least, run_guarded
+from blocks.lock import folder_lock
 
 PENDING: dict[str, str] = {}
 
 
 def _build_predictor(args: argparse.Namespace) -> int:
     from donna.cli_config import predictor_config
-    from donna.pipeline import build_predictor
-    from donna.predictor import quality_table
+    from donna.pipeline import build_predictor, summary
 
     result = build_predictor(args.workdir, predictor_config(args), progress=not args.quiet)
-    print(f"\npredictor fitted on {len(result.labels)} labelled architectures "
-          f"(ridge alpha {result.predictor.alpha:.3g}); held-out (leave-one-out) ranking quality:")
-    print(quality_table(result.predictor).to_string(float_format=lambda v: f"{v:.3f}"))
-    times = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
-    print(f"\nstage times this call: {times}\nwritten: {args.workdir}/predictor.json, labels.csv, nsr.csv")
+    print("\n" + summary(result))
+    print(f"written: {args.workdir}/predictor.json, labels.csv, nsr.csv, library/convergence.json")
     return 0
 
 
@@ -55,13 +54,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from donna.cli_config import search_config, searcher_options
+    from donna.cli_config import search_config
     from donna.search_stage import run_search
     from search import NoArchMeetsTarget
 
     try:
         out = run_search(args.workdir, search_config(args), progress=not args.quiet,
-                         searcher_options=searcher_options(args.set))
+                         searcher_options=args.options)
     except NoArchMeetsTarget as err:
         print(f"donna search: nothing meets {args.target_ms} ms: {err}", file=sys.stderr)
         return 1
@@ -71,6 +70,16 @@ def _search(args: argparse.Namespace) -> int:
           f"(target {args.target_ms} ms, table predicted {sel['predicted_ms']:.4f} ms)")
     print(f"  {sel['arch']}")
     print(f"written: {out.paths['pareto.csv'].parent}/ (pareto.csv, pareto.png, selected.json, pareto/*.json)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from donna.report import write_report
+
+    paths = write_report(args.workdir, measure_teacher_latency=args.measure_teacher)
+    for skipped in paths.skipped:
+        print(f"skipped {skipped}")
+    print(f"report: {paths.html} (self-contained) and {paths.markdown}")
     return 0
 
 
@@ -116,26 +125,32 @@ def _pending(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``donna``."""
-    parser = argparse.ArgumentParser(prog="donna", description="Hardware-aware NAS after DONNA.")
+    """The argument parser of ``donna``; a bad flag value is refused here, in one line, before any work."""
+    parser = OneLineParser(prog="donna", description="Hardware-aware NAS after DONNA.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from donna.cli_config import add_finetune_args, add_predictor_args, add_run_args, add_search_args
+    from donna import cli_config as flags
 
     build = sub.add_parser("build-predictor", help="teacher -> blockwise distillation -> NSR table -> labels -> "
                            "accuracy predictor")
-    add_predictor_args(build)
-    build.set_defaults(func=_build_predictor)
+    flags.add_predictor_args(build)
+    build.set_defaults(func=_build_predictor, lock="create")
     search = sub.add_parser("search", help="hardware-aware search (nsga2, random, pc-darts, dso-nas) under a "
                             "latency target, front measured on the device")
-    add_search_args(search)
-    search.set_defaults(func=_search)
+    flags.add_search_args(search)
+    search.set_defaults(func=_search, lock="existing", check=flags.check_search_args)
     finetune = sub.add_parser("finetune", help="finetune an architecture from its BKD weights with distillation, "
                               "export to ONNX, measure and report")
-    add_finetune_args(finetune)
-    finetune.set_defaults(func=_finetune)
+    flags.add_finetune_args(finetune)
+    finetune.set_defaults(func=_finetune, lock="existing", check=flags.check_run_folder)
     run = sub.add_parser("run", help="the whole pipeline (build-predictor, search, finetune) on the embedded default")
-    add_run_args(run)
-    run.set_defaults(func=_run)
+    flags.add_run_args(run)
+    run.set_defaults(func=_run, lock="create")
+    report = sub.add_parser("report", help="one self-contained HTML page (and report.md) of a whole run folder")
+    report.add_argument("--workdir", required=True, help="the run folder")
+    report.add_argument("--measure-teacher", action="store_true",
+                        help="measure the teacher's latency once (for the speed-up), on the chosen model's device")
+    report.set_defaults(func=_report)
     for name, help_text in PENDING.items():
         sub.add_parser(name, help=help_text).set_defaults(func=_pending(name))
 
@@ -147,21 +162,35 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_arch_show)
     sample = arch_sub.add_parser("sample", help="print a uniformly random member of a space")
     sample.add_argument("--space", default="mbconv-tiny", help="space name or JSON file")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=int_at_least(0), default=0)
     sample.add_argument("--json", action="store_true", help="print the IR JSON instead of the string")
     sample.set_defaults(func=_arch_sample)
     arch_sub.add_parser("list", help="list the shipped spaces and presets").set_defaults(func=_arch_list)
+    for command in [*sub.choices.values(), *arch_sub.choices.values()]:  # `--debug` after the command too
+        if "--debug" not in command._option_string_actions:
+            command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                 help="show the full traceback of an error")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``donna`` console script."""
-    args = build_parser().parse_args(argv)
-    try:
+def _dispatch(args: argparse.Namespace) -> int:
+    """Cross-flag checks, then the command; a stage holds its run folder's lock while it works."""
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(args)
+    lock, workdir = getattr(args, "lock", None), Path(getattr(args, "workdir", "."))
+    if lock is None or (lock == "existing" and not workdir.is_dir()):  # nothing there to guard (the stage says so)
         return args.func(args)
-    except ValueError as err:
-        print(f"donna: error: {err}", file=sys.stderr)
-        return 2
+    with folder_lock(workdir, command=f"donna {args.command}"):
+        return args.func(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``donna`` console script: one line on stderr for any failure (``--debug``: traceback)."""
+    args = build_parser().parse_or_status(argv)
+    if isinstance(args, int):
+        return args
+    return run_guarded("donna", lambda: _dispatch(args), debug=getattr(args, "debug", False))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ The val split scores blocks and labels the predictor; the test split is never us
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,21 @@ def subset(split: Dataset, indices: np.ndarray | list[int] | torch.Tensor) -> Da
     return Subset(split, index.tolist())
 
 
+def shifted_copy(split: TensorSplit, seed: int, max_shift: int = 3) -> TensorSplit:
+    """A copy of an in-memory split with every image shifted by up to ``max_shift`` pixels (edges replicated)."""
+    gen = torch.Generator().manual_seed(seed)
+    images = split.images
+    n, _, h, w = images.shape
+    padded = F.pad(images.float(), (max_shift,) * 4, mode="replicate").to(images.dtype)
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (n,), generator=gen) for _ in range(2))
+    rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1).expand(n, images.shape[1], h, w + 2 * max_shift)
+    out = padded.gather(2, rows)
+    cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w).expand(n, images.shape[1], h, w)
+    copy = TensorSplit(out.gather(3, cols).contiguous(), split.labels, (0.0,), (1.0,))
+    copy.mean, copy.std = split.mean, split.std
+    return copy
+
+
 def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
     """Indices of a seeded stratified split: the first part keeps the rest, then one part per fraction.
 
@@ -140,6 +156,9 @@ def batches(split: Dataset, batch_size: int, shuffle: bool = False, seed: int = 
 DATASETS: Registry[Callable[..., DataSplits]] = Registry("data set")
 
 
+GLYPH_SAMPLES = 16000  # default size of the generated glyphs pool: 2400 val and 2400 test images at 0.15 each
+
+
 def list_datasets() -> list[str]:
     """Names accepted by ``get_dataset`` (``imagefolder:PATH`` takes any folder of class sub-folders)."""
     return [*DATASETS.names(), "imagefolder:PATH"]
@@ -147,7 +166,7 @@ def list_datasets() -> list[str]:
 
 def get_dataset(name: str, input_size: int = 32, seed: int = 0, data_dir: str | Path | None = None, *,
                 in_channels: int = 3, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                download: bool = False) -> DataSplits:
+                download: bool = False, samples: int | None = None) -> DataSplits:
     """Loads data set ``name`` split into train / val / test.
 
     Args:
@@ -159,6 +178,7 @@ def get_dataset(name: str, input_size: int = 32, seed: int = 0, data_dir: str | 
         val_fraction: share of the labelled pool put into val.
         test_fraction: share put into test (when the data set ships no test set).
         download: cifar10 only: download into ``data_dir`` when missing.
+        samples: generated data sets only (glyphs): how many images to generate.
 
     Returns:
         The ``DataSplits``.
@@ -175,6 +195,11 @@ def get_dataset(name: str, input_size: int = 32, seed: int = 0, data_dir: str | 
         return load_imagefolder(name.removeprefix("imagefolder:"), **kwargs)
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known data sets: {', '.join(list_datasets())}")
+    if samples is not None:
+        if name not in GENERATED:
+            raise ValueError(f"data set {name!r} has a fixed size; samples applies to generated data sets "
+                             f"({', '.join(GENERATED)})")
+        kwargs["samples"] = samples
     return DATASETS.get(name)(data_dir=data_dir, download=download, **kwargs)
 
 
@@ -182,7 +207,7 @@ def load_data(config: Any, input_size: int, in_channels: int = 3) -> DataSplits:
     """``get_dataset`` from a ``DataConfig``."""
     return get_dataset(config.name, input_size, config.seed, config.data_dir, in_channels=in_channels,
                        val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                       download=config.download)
+                       download=config.download, samples=getattr(config, "samples", None))
 
 
 def resize_images(images: torch.Tensor, input_size: int, in_channels: int) -> torch.Tensor:
@@ -196,6 +221,37 @@ def resize_images(images: torch.Tensor, input_size: int, in_channels: int) -> to
     if in_channels == 1:
         return images.mean(1, keepdim=True)
     raise ValueError(f"cannot turn {images.shape[1]}-channel images into {in_channels} channels")
+
+
+GENERATED = ("glyphs",)  # data sets generated here: their size is a setting
+
+
+@DATASETS.register("glyphs")
+def load_glyphs(input_size: int = 32, seed: int = 0, in_channels: int = 3, val_fraction: float = 0.15,
+                test_fraction: float = 0.15, data_dir: Any = None, download: bool = False,
+                samples: int = GLYPH_SAMPLES) -> DataSplits:
+    """Synthetic characters in clutter (``donna.glyphs``): 36 classes at 32x32 RGB, generated offline and cached.
+
+    The images depend on ``seed`` and ``samples`` only (the split seed also seeds the generator).
+    """
+    from donna.glyphs import CHARACTERS, cached_generate
+
+    if samples < 10 * len(CHARACTERS):
+        raise ValueError(f"glyphs: samples {samples} is too few for {len(CHARACTERS)} classes in three splits; "
+                         f"use at least {10 * len(CHARACTERS)}")
+    raw, labels = cached_generate(samples, seed)
+    images = resize_images(raw.float() / 255.0, input_size, in_channels) if (
+        input_size != raw.shape[-1] or in_channels != 3) else raw
+    idx = stratified_split(labels.numpy(), (val_fraction, test_fraction), seed)
+    train = images[idx[0]].float()
+    train = train / 255.0 if images.dtype == torch.uint8 else train
+    mean, std = tuple(train.mean((0, 2, 3)).tolist()), tuple(train.std((0, 2, 3)).tolist())
+
+    def part(i: int) -> TensorSplit:
+        return TensorSplit(images[idx[i]], labels[idx[i]], mean, std)
+
+    return DataSplits("glyphs", part(0), part(1), part(2), len(CHARACTERS), input_size, in_channels,
+                      list(CHARACTERS), seed)
 
 
 @DATASETS.register("digits")
@@ -236,44 +292,135 @@ def load_cifar10(input_size: int = 32, seed: int = 0, in_channels: int = 3, val_
 
 
 class _LocalCIFAR10:
-    """torchvision's CIFAR10 reading local files: presence is checked here, checksums only on download."""
+    """CIFAR-10 batch files read without running code from them.
+
+    The python batches are pickles; ``pickle.load`` (what torchvision does) runs whatever a crafted file
+    asks for. ``_BatchUnpickler`` admits only what the format holds: dicts, lists, strings, bytes, numbers
+    and numpy arrays rebuilt through numpy's own reconstruct functions. Anything else is refused.
+    """
+
+    files = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+    url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    archive_md5 = "c58f30108f718f92721af3b95e74349a"
+    max_bytes = 256 << 20  # an official batch is 31 MB; a larger file is refused before reading
 
     @staticmethod
-    def load(root: Path, train: bool, download: bool):
-        from torchvision.datasets import CIFAR10
+    def download(root: Path) -> None:
+        """Downloads and unpacks the official archive into ``root`` (its MD5 checked by torchvision)."""
+        from torchvision.datasets.utils import download_and_extract_archive
 
-        class Local(CIFAR10):
-            train_list = [[name, None] for name, _ in CIFAR10.train_list]
-            test_list = [[name, None] for name, _ in CIFAR10.test_list]
-            meta = {**CIFAR10.meta, "md5": None}
+        download_and_extract_archive(_LocalCIFAR10.url, str(root), filename="cifar-10-python.tar.gz",
+                                     md5=_LocalCIFAR10.archive_md5)
 
-        return (CIFAR10 if download else Local)(str(root), train=train, download=download)
+    @staticmethod
+    def read(path: Path) -> dict:
+        """The dict stored in one batch file.
+
+        Raises:
+            ValueError: the file is too large, not a pickle of plain data, or asks to run code.
+        """
+        if path.stat().st_size > _LocalCIFAR10.max_bytes:
+            raise ValueError(f"{path} is {path.stat().st_size >> 20} MB, larger than any CIFAR-10 batch; "
+                             "replace it with the file from cifar-10-python.tar.gz")
+        try:
+            with open(path, "rb") as f:
+                entry = _BatchUnpickler(f, encoding="latin1").load()
+        except _Refused as err:
+            raise ValueError(f"{path} refused: {err}; replace it with the file from cifar-10-python.tar.gz") from None
+        except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError, ValueError) as err:
+            raise ValueError(f"{path} is not a CIFAR-10 batch ({type(err).__name__}: {err}); replace it with the "
+                             "file from cifar-10-python.tar.gz") from None
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path} holds a {type(entry).__name__}, not the dict of a CIFAR-10 batch")
+        return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+    @staticmethod
+    def batch(path: Path) -> tuple[np.ndarray, list[int]]:
+        """``(images (N, 3, 32, 32) uint8, labels)`` of one data batch, checked against the format."""
+        entry = _LocalCIFAR10.read(path)
+        data, labels = entry.get("data"), entry.get("labels")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got "
+                             f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}")
+        if (not isinstance(labels, list) or len(labels) != len(data)
+                or not all(isinstance(v, (int, np.integer)) and 0 <= v < 10 for v in labels)):
+            raise ValueError(f"{path}: 'labels' must be a list of {len(data)} integers in 0..9")
+        return data.reshape(-1, 3, 32, 32), [int(v) for v in labels]
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles bytes at protocol 2, restricted to the latin-1 codec."""
+    if encoding.replace("-", "").replace("_", "").lower() not in ("latin1", "iso88591") or not isinstance(text, str):
+        raise _Refused(f"codec {encoding!r} is not allowed in a CIFAR-10 batch")
+    return text.encode("latin1", errors)
+
+
+class _Refused(pickle.UnpicklingError):
+    """A batch file asked for something the format never holds."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only numpy's array reconstructors (and latin-1 bytes); nothing else."""
+
+    @staticmethod
+    def _allowed() -> dict[tuple[str, str], Any]:
+        core = getattr(np, "_core", None) or np.core
+        allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                   ("_codecs", "encode"): _latin1_encode}
+        for package in ("numpy.core", "numpy._core"):
+            allowed[(f"{package}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
+            allowed[(f"{package}.multiarray", "scalar")] = core.multiarray.scalar
+            allowed[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer
+        return allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self._allowed().get((module, name))
+        if found is None:
+            raise _Refused(f"it asks for {module}.{name}, which a CIFAR-10 batch never holds "
+                                         "(a crafted file may run code that way)")
+        return found
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _Refused("persistent references are not allowed in a CIFAR-10 batch")
 
 
 def read_cifar10(data_dir: str | Path | None, download: bool = False):
     """``((train_x, train_y), (test_x, test_y), classes)`` as uint8 (N, 3, 32, 32) and long tensors.
 
+    The batch files are read by a restricted unpickler (``_LocalCIFAR10``): no code in them runs.
+
     Raises:
-        ValueError: the files are missing (saying where to put them) or unreadable.
+        ValueError: the files are missing (saying where to put them), unreadable, or refused.
     """
     where = "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta from cifar-10-python.tar.gz)"
     if data_dir is None:
         raise ValueError(f"cifar10 needs --data-dir: a folder holding {where}; add --download to fetch it")
     root = Path(data_dir)
     folder = root / "cifar-10-batches-py"
-    if not download and not folder.is_dir():
+    missing = [name for name in _LocalCIFAR10.files if not (folder / name).is_file()]
+    if missing and download:
+        try:
+            _LocalCIFAR10.download(root)
+        except Exception as err:  # URL, checksum and archive errors
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"CIFAR-10 could not be downloaded into {root}: {reason}") from None
+        missing = [name for name in _LocalCIFAR10.files if not (folder / name).is_file()]
+    if not folder.is_dir():
         raise ValueError(f"CIFAR-10 not found: expected {folder}/ holding {where}; put the files there "
                          "or add --download (needs network)")
-    try:
-        sets = [_LocalCIFAR10.load(root, train, download) for train in (True, False)]
-    except Exception as err:  # torchvision raises RuntimeError, OSError, pickle and URL errors
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"CIFAR-10 in {folder} could not be read or downloaded: {reason}") from None
+    if missing:
+        raise ValueError(f"CIFAR-10 in {folder} could not be read: missing {', '.join(missing)}; "
+                         f"expected {where}")
 
-    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+    def tensors(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [_LocalCIFAR10.batch(folder / name) for name in names]
+        images = np.concatenate([p[0] for p in parts])
+        return torch.from_numpy(images).contiguous(), torch.tensor([y for p in parts for y in p[1]])
 
-    return tensors(sets[0]), tensors(sets[1]), list(sets[0].classes)
+    meta = _LocalCIFAR10.read(folder / "batches.meta").get("label_names")
+    if not isinstance(meta, list) or len(meta) != 10 or not all(isinstance(c, str) for c in meta):
+        raise ValueError(f"{folder / 'batches.meta'}: 'label_names' must be a list of 10 class names")
+    return tensors([f"data_batch_{i}" for i in range(1, 6)]), tensors(["test_batch"]), meta
 
 
 def load_imagefolder(path: str, input_size: int = 32, seed: int = 0, in_channels: int = 3,

@@ -9,8 +9,9 @@ in-process, one after the other, in submission order; ``threads`` overlaps them 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,12 @@ class Executor:
     def run_one(self, job: Job) -> Any:
         """Hook: runs a single job (subclasses send it elsewhere)."""
         raise NotImplementedError
+
+    def completed(self, jobs: Sequence[Job]) -> Iterator[tuple[int, Any]]:
+        """Yields ``(index, result)`` as jobs finish (in order here; executors running jobs at once override it),
+        so a caller can write each result to the run folder as soon as it exists."""
+        for i, job in enumerate(jobs):
+            yield i, self.run_one(job)
 
 
 class InProcessExecutor(Executor):
@@ -80,6 +87,56 @@ class ThreadExecutor(Executor):
         return job.run()
 
 
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class ProcessExecutor(Executor):
+    """Runs jobs in a pool of worker processes (one torch thread each): for jobs that use the global
+    RNG (training seeds it per epoch), which threads would share. Arguments travel pickled; a job's result is
+    the same as in-process because every job seeds what it draws.
+
+    Args:
+        workers: processes running at once; default the cores this process may use.
+    """
+
+    name = "processes"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or cpu_count()
+
+    def run_one(self, job: Job) -> Any:
+        return job.run()
+
+    def completed(self, jobs: Sequence[Job]) -> Iterator[tuple[int, Any]]:
+        if self.workers <= 1 or len(jobs) <= 1:
+            yield from super().completed(jobs)
+            return
+        import multiprocessing
+
+        # fork, as torch's DataLoader does on Linux: spawn would re-import a user's unguarded __main__ script
+        context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context,
+                                 initializer=_worker_init) as pool:
+            pending = {pool.submit(job.fn, *job.args, **job.kwargs): i for i, job in enumerate(jobs)}
+            try:
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        yield pending.pop(future), future.result()
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def map(self, jobs: Sequence[Job]) -> list[Any]:
+        results: list[Any] = [None] * len(jobs)
+        for i, result in self.completed(jobs):
+            results[i] = result
+        return results
+
+
 def cpu_count() -> int:
     """The cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -88,6 +145,7 @@ def cpu_count() -> int:
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
 EXECUTORS.register("inprocess", InProcessExecutor)
 EXECUTORS.register("threads", ThreadExecutor)
+EXECUTORS.register("processes", ProcessExecutor)
 
 
 def list_executors() -> list[str]:

@@ -30,7 +30,7 @@ class FinetuneConfig:
     """Settings of ``donna finetune``."""
 
     arch: str = "selected"  # selected (latest search), a search name's selection (selected:NAME), a key, or IR JSON
-    epochs: int = 10  # finetune epochs (DONNA: about 50 on ImageNet against about 450 from scratch)
+    epochs: int = 3  # finetune epochs (DONNA: about 50 on ImageNet against about 450 from scratch)
     lr: float = 0.05  # peak learning rate (SGD with Nesterov momentum, cosine schedule)
     batch_size: int = 64  # batch size
     kd_weight: float = 0.5  # weight of distillation from the teacher's logits
@@ -39,6 +39,8 @@ class FinetuneConfig:
     device: str = "auto"  # training device: auto (CUDA when present), cpu, cuda
     latency_device: str = "cpu"  # device profile the exported model is measured on
     init: str = "bkd"  # bkd: start from the distilled blocks (DONNA); scratch: fresh weights (for comparison)
+    recalibrate: str = "network"  # bkd init: network re-estimates the assembled net's BatchNorm; blocks: ablation
+    recal_batches: int = 8  # training batches of that recalibration
 
     def train_config(self) -> TrainConfig:
         """The training recipe."""
@@ -81,16 +83,17 @@ def _run_inputs(workdir: Path) -> tuple[DataSplits, TeacherParts, SearchSpace]:
 
 
 def _initial_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, teacher: TeacherParts,
-                   space: SearchSpace) -> torch.nn.Module:
+                   space: SearchSpace, data: DataSplits) -> torch.nn.Module:
     from blocks import build_model
-    from donna.assemble import assemble
+    from donna.assemble import assemble_recalibrated
 
     if cfg.init == "scratch":
         torch.manual_seed(cfg.seed)
         return build_model(arch)
     if cfg.init != "bkd":
         raise ValueError(f"init {cfg.init!r} is not one of: bkd, scratch")
-    return assemble(arch, workdir, teacher, space=space)
+    return assemble_recalibrated(arch, workdir, teacher, data.train, space=space, mode=cfg.recalibrate,
+                                 num_batches=cfg.recal_batches, seed=cfg.seed)
 
 
 def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSplits, teacher: TeacherParts,
@@ -99,7 +102,7 @@ def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSpl
     from tqdm.auto import tqdm
 
     device = pick_device(cfg.device)
-    model = _initial_model(arch, cfg, workdir, teacher, space).to(device)
+    model = _initial_model(arch, cfg, workdir, teacher, space, data).to(device)
     logits = predict_logits(teacher, data.train, device=device) if cfg.kd_weight > 0 else None
     bar = tqdm(total=cfg.epochs, desc=f"finetune {arch.key}", disable=not progress)
 
@@ -133,13 +136,20 @@ def check_onnx_top1(onnx_path: Path, model: torch.nn.Module, split) -> dict[str,
 
 
 def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
-    """Finetunes, exports, checks, measures and reports; writes ``workdir/finetune/<key>/``."""
-    from latency import export_onnx, measure_model
+    """Finetunes, exports, checks, measures and reports; writes ``workdir/finetune/<key>/``.
+
+    When the latency device is not reachable here (a V100 profile on a laptop), the model is still finetuned,
+    exported and checked; the report says "not measured here" and gives the ``latency bench`` command to run
+    on the device machine.
+    """
+    from latency import export_onnx
+    from latency.devices import unreachable_reason
 
     workdir = Path(workdir)
     data, teacher, space = _run_inputs(workdir)
     arch = resolve_run_arch(workdir, cfg.arch, space)
     out = workdir / "finetune" / (arch.key if cfg.init == "bkd" else f"{arch.key}-{cfg.init}")
+    unreachable = unreachable_reason(cfg.latency_device)  # checked before training: a profile typo fails now
     save_config(workdir, "finetune", asdict(cfg))
     start = time.perf_counter()
     device = pick_device(cfg.device)
@@ -149,15 +159,14 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
     arch.to_json(out / "arch.json")
     shape = (arch.in_channels, arch.input_size, arch.input_size)
     onnx_path = export_onnx(model, shape, path=out / "model.onnx", cache_dir=workdir / "latency" / "exports")
-    measured = measure_model(onnx_path, cfg.latency_device)
     params, macs = count_params_macs(model, shape)
     metrics = {
         "key": arch.key, "arch": arch.to_string(), "init": cfg.init, "epochs": cfg.epochs,
         "val_accuracy": history.val_accuracy[-1], "test_accuracy": evaluate(model, data.test, device=device),
         "teacher_val_accuracy": evaluate(teacher, data.val, device=device),
         "predicted_accuracy": _predicted_accuracy(workdir, arch),
-        "predicted_ms": _predicted_ms(workdir, arch, cfg.latency_device), "measured_ms": measured.median_ms,
-        "measured_ms_ci": [measured.ci_low_ms, measured.ci_high_ms], "measured_noisy": measured.noisy,
+        "predicted_ms": _predicted_ms(workdir, arch, cfg.latency_device),
+        **_measure(onnx_path, cfg.latency_device, unreachable, workdir, out),
         "latency_device": cfg.latency_device, "params": params, "macs": macs, "train_seconds": seconds,
         "history": asdict(history), **check_onnx_top1(onnx_path, model, data.test),
     }
@@ -165,6 +174,20 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
     _plot_curve(history, out / "curve.png", arch.key)
     atomic_write_text(out / "report.md", render_report(metrics))
     return {**metrics, "out": str(out)}
+
+
+def _measure(onnx_path: Path, device: str, unreachable: str | None, workdir: Path, out: Path) -> dict[str, Any]:
+    """The measured latency of the exported model, or why it was not measured and the command that measures it."""
+    from latency import measure_model
+
+    if unreachable is not None:
+        return {"measured_ms": None, "measured_ms_ci": None, "measured_noisy": None, "measured_here": False,
+                "not_measured_why": unreachable,
+                "measure_command": f"cd {workdir} && latency bench {(out / 'model.onnx').relative_to(workdir)} "
+                                   f"--device {device}"}
+    measured = measure_model(onnx_path, device)
+    return {"measured_ms": measured.median_ms, "measured_ms_ci": [measured.ci_low_ms, measured.ci_high_ms],
+            "measured_noisy": measured.noisy, "measured_here": True}
 
 
 def _predicted_accuracy(workdir: Path, arch: Arch) -> float | None:
@@ -211,14 +234,19 @@ def _fmt(value: Any, spec: str) -> str:
 
 def render_report(m: dict[str, Any]) -> str:
     """``report.md``: promised against achieved, in a table a person reads at a glance."""
-    ci = m["measured_ms_ci"]
+    if m.get("measured_ms") is None:
+        latency = (f"not measured here ({m.get('not_measured_why')}); measure it on the device: "
+                   f"`{m.get('measure_command')}`")
+    else:
+        ci = m["measured_ms_ci"]
+        latency = (f"{m['measured_ms']:.4f} ms median (95% CI {ci[0]:.4f}-{ci[1]:.4f})"
+                   f"{' NOISY' if m['measured_noisy'] else ''}")
     return "\n".join([
         f"# Finetune report: {m['key']}", "", f"`{m['arch']}`", "",
         "| | predicted | achieved |", "| --- | --- | --- |",
         f"| accuracy | {_fmt(m['predicted_accuracy'], '.4f')} (predictor, val) | {m['val_accuracy']:.4f} val, "
         f"{m['test_accuracy']:.4f} test |",
-        f"| latency on `{m['latency_device']}` | {_fmt(m['predicted_ms'], '.4f')} ms (table) | "
-        f"{m['measured_ms']:.4f} ms median (95% CI {ci[0]:.4f}-{ci[1]:.4f}){' NOISY' if m['measured_noisy'] else ''} |",
+        f"| latency on `{m['latency_device']}` | {_fmt(m['predicted_ms'], '.4f')} ms (table) | {latency} |",
         "", f"- params {m['params']:,}, MACs {m['macs']:,}; teacher val accuracy {m['teacher_val_accuracy']:.4f}",
         f"- {m['epochs']} epochs from {m['init']} initialisation in {m['train_seconds']:.0f} s",
         f"- ONNX Runtime agrees with torch on top-1 for {m['onnx_torch_top1_agreement']:.2%} of the "

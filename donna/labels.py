@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from blocks import Arch, SearchSpace, build_model, count_params_macs
 from blocks.fileio import atomic_path
 from blocks.teachers import TeacherParts
-from donna.data import DataSplits
+from donna.data import DataSplits, subset
 from donna.device import pick_device
 from donna.executor import Job, get_executor
 from donna.nsr import arch_nsr
@@ -29,30 +30,54 @@ from donna.train import TrainConfig, evaluate, predict_logits, train
 
 @dataclass
 class LabelConfig:
-    """How many architectures are labelled and how briefly they are finetuned."""
+    """How many architectures are labelled and how: the finetune recipe (``FinetuneConfig``), shortened."""
 
-    num_labels: int = 24  # architectures finetuned to label the predictor (DONNA: about 20-30)
+    num_labels: int = 30  # architectures finetuned to label the predictor (DONNA: about 20-30)
+    sampling: str = "uniform"  # uniform over the space, or spread (farthest points over sum-NSR and MACs)
     pool_size: int = 4000  # uniform candidates the spread-out sample is drawn from
-    # On digits every member of mbconv-tiny reaches 96-99% after 2 short epochs, which leaves labels that
-    # are noise; one gentle epoch keeps the spread that architectures make (measured: README, issue 5).
-    epochs: int = 1  # finetune epochs per label (the finetune recipe, shortened)
-    lr: float = 0.005  # peak learning rate (SGD, cosine)
+    # The finetune recipe (SGD, Nesterov, cosine, lr 0.05, KD 0.5 at T=4), shortened: fewer steps.
+    epochs: int = 1  # passes over the label training subset
+    train_samples: int | None = 3000  # seeded subset of the train split every label trains on (None: all)
+    lr: float = 0.05  # peak learning rate (SGD, cosine), as the finetune
     batch_size: int = 64  # finetune batch size
     kd_weight: float = 0.5  # weight of distillation from the teacher's logits
     kd_temperature: float = 4.0  # distillation temperature
+    recalibrate: str = "network"  # network: recalibrate the assembled network's BatchNorm; blocks: ablation
+    recal_batches: int = 8  # training batches of the whole-network recalibration
     seed: int = 0  # seeds the sample and the finetunes
-    executor: str = "inprocess"  # executor running the per-architecture jobs (in order: labels are seeded)
+    executor: str = "processes"  # runs the per-architecture jobs: processes (one per core) or inprocess
     device: str = "auto"  # training device: auto (CUDA when present), cpu, cuda
 
     def __post_init__(self) -> None:
         if self.executor == "threads":
             raise ValueError("labels: the 'threads' executor would share the global RNG between finetunes and break "
                              "same-seed-same-labels; use 'inprocess'")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"labels: unknown sampling {self.sampling!r}; known: {', '.join(SAMPLINGS)}")
 
     def train_config(self) -> TrainConfig:
         """The shortened finetune recipe of one label."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, kd_weight=self.kd_weight,
                            kd_temperature=self.kd_temperature, seed=self.seed)
+
+
+SAMPLINGS = ("uniform", "spread")
+
+
+def sample_archs(space: SearchSpace, nsr_table: pd.DataFrame, cfg: LabelConfig) -> list[Arch]:
+    """The architectures to label: a uniform sample (default, independent of the features) or a spread one."""
+    if cfg.sampling == "spread":
+        return spread_sample(space, nsr_table, cfg.num_labels, cfg.pool_size, cfg.seed)
+    unique = {a.key: a for a in space.sample_many(cfg.num_labels * 2, seed=cfg.seed)}
+    return list(unique.values())[:cfg.num_labels]
+
+
+def train_subset(data: DataSplits, samples: int | None, seed: int) -> tuple[Dataset, torch.Tensor | None]:
+    """The seeded subset of the train split labels train on, and its indices (None: the whole split)."""
+    if samples is None or samples >= len(data.train):
+        return data.train, None
+    index = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:samples].sort().values
+    return subset(data.train, index), index
 
 
 def spread_sample(space: SearchSpace, nsr_table: pd.DataFrame, n: int, pool_size: int, seed: int) -> list[Arch]:
@@ -87,13 +112,15 @@ def _option_indices(space: SearchSpace, arch: Arch) -> np.ndarray:
 
 def label_one(arch: Arch, cfg: LabelConfig, workdir: Path, space: SearchSpace, teacher: TeacherParts,
               data: DataSplits, teacher_logits: torch.Tensor, nsr: list[float]) -> dict:
-    """Assembles ``arch`` from BKD weights, finetunes it briefly, returns its label row."""
-    from donna.assemble import assemble
+    """Assembles ``arch`` from BKD weights, recalibrates it, finetunes it briefly, returns its label row."""
+    from donna.assemble import assemble_recalibrated
 
     device = pick_device(cfg.device)
-    model = assemble(arch, workdir, teacher, space=space)
+    train_set, _ = train_subset(data, cfg.train_samples, cfg.seed)
+    model = assemble_recalibrated(arch, workdir, teacher, data.train, space=space, mode=cfg.recalibrate,
+                                  num_batches=cfg.recal_batches, seed=cfg.seed)
     before = evaluate(model, data.val, device=device)
-    history = train(model, data.train, data.val, cfg.train_config(), teacher_logits=teacher_logits, device=device)
+    history = train(model, train_set, data.val, cfg.train_config(), teacher_logits=teacher_logits, device=device)
     params, macs = count_params_macs(build_model(arch), (arch.in_channels, arch.input_size, arch.input_size))
     return {"key": arch.key, "arch": arch.to_string(), "accuracy": history.val_accuracy[-1],
             "bkd_accuracy": before, "params": params, "macs": macs,
@@ -110,18 +137,21 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     if len(done) and (done["fingerprint"] != fp).any():
         raise ValueError(f"{path} holds labels made with other settings or another NSR table; delete it to relabel")
-    archs = spread_sample(space, nsr_table, cfg.num_labels, cfg.pool_size, cfg.seed)
+    archs = sample_archs(space, nsr_table, cfg)
     todo = [a for a in archs if a.key not in set(done.get("key", []))]
-    logits = predict_logits(teacher, data.train, device=pick_device(cfg.device)) if todo else None
+    train_set, _ = train_subset(data, cfg.train_samples, cfg.seed)
+    logits = predict_logits(teacher, train_set, device=pick_device(cfg.device)) if todo else None
     rows = done.to_dict("records")
+    order = {a.key: i for i, a in enumerate(archs)}
     bar = tqdm(total=len(archs), initial=len(archs) - len(todo), desc="labels", disable=not progress)
-    for arch in todo:
-        nsr = arch_nsr(nsr_table, arch)
-        job = Job(f"label {arch.key}", label_one, (arch, cfg, workdir, space, teacher, data, logits, nsr))
-        rows.append({**get_executor(cfg.executor).run_one(job), "fingerprint": fp})
+    jobs = [Job(f"label {a.key}", label_one, (a, cfg, workdir, space, teacher, data, logits, arch_nsr(nsr_table, a)))
+            for a in todo]
+    for _, row in get_executor(cfg.executor).completed(jobs):
+        rows.append({**row, "fingerprint": fp})
+        rows.sort(key=lambda r: order.get(r["key"], len(order)))  # the file lists labels in sample order
         with atomic_path(path) as tmp:
             pd.DataFrame(rows).to_csv(tmp, index=False)
         bar.update()
-        bar.set_postfix(acc=f"{rows[-1]['accuracy']:.3f}")
+        bar.set_postfix(acc=f"{row['accuracy']:.3f}")
     bar.close()
     return pd.DataFrame(rows)

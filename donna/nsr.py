@@ -151,3 +151,34 @@ def arch_nsr(table: pd.DataFrame, arch: Arch) -> list[float]:
             raise ValueError(f"slot {i}: option {spec} has no NSR in the table; is the arch from this space?")
         values.append(lookup[(i, str(spec))])
     return values
+
+
+CONVERGENCE_NSR = 0.05  # the teacher-identical option of every slot must score below this (METHODS.md, DONNA 2)
+
+
+def convergence_check(table: pd.DataFrame, teacher_arch: Arch | None,
+                      threshold: float = CONVERGENCE_NSR) -> dict:
+    """NSR of the teacher-identical option of every slot against ``threshold`` (is the library trained enough?).
+
+    The option identical to the teacher's block can reach NSR near 0; if it does not, the library is
+    under-trained. Teachers that are not members of the space (torchvision) have no such option: the check
+    then reports ``available: false``.
+    """
+    if teacher_arch is None:
+        return {"available": False, "threshold": threshold, "slots": [], "passed": None,
+                "why": "the teacher is not a member of the space"}
+    lookup = {(int(s), o): float(v) for s, o, v in zip(table["slot"], table["option"], table["nsr"])}
+    slots = []
+    for i, spec in enumerate(teacher_arch.blocks):
+        value = lookup.get((i, str(spec)))
+        slots.append({"slot": i, "option": str(spec), "nsr": value,
+                      "passed": value is not None and value < threshold})
+    found = [s for s in slots if s["nsr"] is not None]
+    return {"available": bool(found), "threshold": threshold, "slots": slots,
+            "passed": bool(found) and all(s["passed"] for s in found),
+            "worst_nsr": max((s["nsr"] for s in found), default=None)}
+
+
+def write_convergence(workdir: str | Path, check: dict) -> Path:
+    """Writes the check to ``library/convergence.json`` (beside the slot manifests)."""
+    return write_json(RunFolder(workdir).library / "convergence.json", check)

@@ -19,6 +19,7 @@ from sklearn.model_selection import LeaveOneOut, cross_val_predict
 
 from blocks import Arch, SearchSpace
 from blocks.fileio import atomic_write_text
+from donna.rankstats import bootstrap_taus, kendall, paired_difference
 
 ALPHAS = tuple(np.logspace(-4, 3, 29))  # ridge strengths tried by (leave-one-out) cross-validation
 PREDICTOR_VERSION = 1
@@ -30,10 +31,10 @@ def nsr_columns(num_slots: int) -> list[str]:
 
 
 def rank_quality(truth: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    """Kendall tau and Spearman rho of ``score`` against ``truth`` (higher score = better)."""
-    tau = stats.kendalltau(truth, score).statistic
-    rho = stats.spearmanr(truth, score).statistic
-    return {"kendall_tau": float(np.nan_to_num(tau)), "spearman": float(np.nan_to_num(rho))}
+    """Kendall tau and Spearman rho of ``score`` against ``truth`` (higher score = better); NaN when undefined."""
+    if len(truth) < 2 or np.ptp(truth) == 0 or np.ptp(score) == 0:
+        return {"kendall_tau": float("nan"), "spearman": float("nan")}
+    return {"kendall_tau": kendall(truth, score), "spearman": float(stats.spearmanr(truth, score).statistic)}
 
 
 @dataclass
@@ -133,26 +134,64 @@ def fit_predictor(labels: pd.DataFrame, features: list[str], target: str = "accu
     x, y = labels[features].to_numpy(float), labels[target].to_numpy(float)
     model = RidgeCV(alphas=ALPHAS).fit(x, y)
     held_out = cross_val_predict(RidgeCV(alphas=ALPHAS), x, y, cv=LeaveOneOut())
-    quality = {"predictor": {**rank_quality(y, held_out), "mae": float(np.mean(np.abs(held_out - y)))},
-               **naive_rankers(labels, features, target)}
     return AccuracyPredictor(features=list(features), coef=[float(c) for c in model.coef_],
                              intercept=float(model.intercept_), alpha=float(model.alpha_), space=space,
-                             quality=quality, n_labels=len(labels))
+                             quality=ranking_report(labels, held_out, features, target), n_labels=len(labels))
+
+
+def ranking_report(labels: pd.DataFrame, held_out: np.ndarray, features: list[str], target: str = "accuracy",
+                   n_boot: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Held-out rank quality of the predictor and every naive ranker, with 90% bootstrap intervals of tau.
+
+    The predictor's entry also holds the paired bootstrap interval of tau(predictor) - tau(best naive ranker).
+    """
+    y = labels[target].to_numpy(float)
+    scores = {"predictor": np.asarray(held_out, float), **naive_scores(labels, features)}
+    taus = bootstrap_taus(y, scores, n_boot=n_boot, seed=seed)
+    report = {name: {**rank_quality(y, s), **taus[name], "mae": float("nan")} for name, s in scores.items()}
+    report["predictor"]["mae"] = float(np.mean(np.abs(scores["predictor"] - y)))
+    naive = {k: v["kendall_tau"] for k, v in report.items() if k != "predictor" and np.isfinite(v["kendall_tau"])}
+    if naive:
+        best = max(naive, key=naive.get)
+        report["predictor"]["best_naive"] = best
+        report["predictor"]["vs_best_naive"] = paired_difference(y, scores["predictor"], scores[best],
+                                                                 n_boot=n_boot, seed=seed)
+    return report
+
+
+def naive_scores(labels: pd.DataFrame, features: list[str]) -> dict[str, np.ndarray]:
+    """The cheap alternatives a user would reach for: -sum of NSR (DNA), MACs, params, accuracy before finetuning."""
+    nsr = [f for f in features if f.startswith("nsr_")]
+    scores = {"sum_nsr (DNA)": -labels[nsr].sum(axis=1).to_numpy(float)} if nsr else {}
+    for column, name in (("macs", "macs"), ("params", "params"), ("bkd_accuracy", "pre-finetune accuracy")):
+        if column in labels.columns:
+            scores[name] = labels[column].to_numpy(float)
+    return scores
 
 
 def naive_rankers(labels: pd.DataFrame, features: list[str], target: str = "accuracy") -> dict[str, dict]:
-    """Rank quality of the cheap alternatives: -sum of NSR (DNA), MACs, params."""
+    """Rank quality of the naive rankers alone (no intervals)."""
     y = labels[target].to_numpy(float)
-    nsr = [f for f in features if f.startswith("nsr_")]
-    scores = {"sum_nsr (DNA)": -labels[nsr].sum(axis=1).to_numpy(float)} if nsr else {}
-    for column in ("macs", "params"):
-        if column in labels.columns:
-            scores[column] = labels[column].to_numpy(float)
-    return {name: {**rank_quality(y, s), "mae": float("nan")} for name, s in scores.items()}
+    return {name: {**rank_quality(y, s), "mae": float("nan")} for name, s in naive_scores(labels, features).items()}
 
 
 def quality_table(predictor: AccuracyPredictor) -> pd.DataFrame:
     """The quality report as a table: one row per ranker, held-out Kendall tau, Spearman, MAE."""
-    frame = pd.DataFrame(predictor.quality).T
+    rows = {name: {k: q.get(k, float("nan")) for k in QUALITY_COLUMNS} for name, q in predictor.quality.items()}
+    frame = pd.DataFrame(rows).T.astype(float)
     frame.index.name = "ranker"
-    return frame[["kendall_tau", "spearman", "mae"]]
+    return frame[list(QUALITY_COLUMNS)]
+
+
+QUALITY_COLUMNS = ("kendall_tau", "tau_low", "tau_high", "spearman", "mae")
+
+
+def paired_summary(predictor: AccuracyPredictor) -> str:
+    """One line: the predictor's tau minus the best naive ranker's, with its 90% paired bootstrap interval."""
+    q = predictor.quality.get("predictor", {})
+    if "vs_best_naive" not in q:
+        return "no naive ranker to compare with"
+    d = q["vs_best_naive"]
+    verdict = ("better" if d["low"] > 0 else "worse" if d["high"] < 0 else "not distinguishable")
+    return (f"predictor minus best naive ranker ({q['best_naive']}): tau {d['difference']:+.3f}, "
+            f"90% paired bootstrap interval [{d['low']:+.3f}, {d['high']:+.3f}] -> {verdict}")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from donna.finetune_stage import FinetuneConfig, run_finetune
-from donna.pipeline import PredictorRunConfig, build_predictor
+from donna.pipeline import PredictorRunConfig, build_predictor, summary
 from donna.search_stage import SearchConfig, latency_table_for, run_search, run_space
 
 
@@ -26,10 +26,13 @@ def run_pipeline(workdir: str | Path, predictor_cfg: PredictorRunConfig, search_
                  finetune_cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
     """Runs every stage in ``workdir`` (finished stages are skipped) and returns the finetune metrics."""
     workdir, start = Path(workdir), time.perf_counter()
-    build_predictor(workdir, predictor_cfg, progress)
+    print("\n" + summary(build_predictor(workdir, predictor_cfg, progress)) + "\n")
     if not search_cfg.target_ms:
         search_cfg = replace(search_cfg, target_ms=default_target_ms(workdir, search_cfg.device))
         print(f"latency target: {search_cfg.target_ms} ms on {search_cfg.device} (30th percentile of the space)")
     run_search(workdir, search_cfg, progress)
     metrics = run_finetune(workdir, finetune_cfg, progress)
+    from donna.report import write_report  # the one page of the whole run: report.html, report.md
+
+    metrics["run_report"] = str(write_report(workdir, measure_teacher_latency=True).html)
     return {**metrics, "seconds": time.perf_counter() - start, "report": f"{metrics['out']}/report.md"}

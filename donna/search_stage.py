@@ -4,6 +4,8 @@ measured on the device, and the choice under the latency target (DONNA step 5)."
 from __future__ import annotations
 
 import math
+import re
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,11 @@ import pandas as pd
 from blocks import Arch, SearchSpace
 from donna.predictor import AccuracyPredictor
 from donna.runfolder import fingerprint, read_json, save_config
-from latency import LatencyTable, build_latency_table, measure_model
+from latency import LatencyError, LatencyTable, build_latency_table, measure_model
 from latency.cache import file_sha256
-from search import Objective, SearchOutputs, create_searcher, finalize_search
+from latency.devices import unreachable_reason
+from search import Objective, SearchOutputs, create_searcher, finalize_search, needs_additive
+from search.additive import Additive, slot_tables_from_lookup
 from search.objectives import hv_reference_for
 
 
@@ -35,6 +39,7 @@ class SearchConfig:
     seed: int = 0  # seeds the search
     measure_max: int = 24  # front members measured on the device (those near or under the target first)
     force_table: bool = False  # use a latency table made on another device fingerprint (warns)
+    no_measure: bool = False  # select on predicted latency; print the command that measures the front on the device
 
 
 def run_space(workdir: Path) -> SearchSpace:
@@ -49,12 +54,42 @@ def run_space(workdir: Path) -> SearchSpace:
 
 def latency_table_for(workdir: Path, space: SearchSpace, device: str, force: bool = False,
                       progress: bool = True) -> LatencyTable:
-    """The device's latency table in ``workdir/latency/<device>/``, built (resumably) on first use."""
+    """The device's latency table in ``workdir/latency/<device>/``, built (resumably) on first use.
+
+    A table copied in from the device's own machine is used as recorded when the device is not
+    reachable here (``table.note`` says so); without one, such a device is an error naming both ways on.
+    """
     folder = workdir / "latency" / device
     if (folder / "table.json").is_file():
         return LatencyTable.load(folder, device=device, force=force)
+    reason = unreachable_reason(device)
+    if reason is not None:
+        short = re.split(r": |; ", reason, maxsplit=1)[0]  # `latency devices` prints the whole reason and fix
+        raise LatencyError(f"device {device!r} is not reachable here ({short}): build its table on the device "
+                           f"machine (`{table_command(device, space)} --out DIR`) and copy DIR/table.json into "
+                           f"{folder}/, or search another device")
     return build_latency_table(space, device, folder, progress=progress, force=force,
                                cache_dir=workdir / "latency" / "exports")
+
+
+def table_command(device: str, space: SearchSpace) -> str:
+    """The ``latency table`` command that builds this space's table for ``device`` on its machine."""
+    from blocks import get_space
+
+    command = f"latency table --device {device} --space {space.name}"
+    try:
+        default_classes = get_space(space.name).num_classes
+    except ValueError:
+        default_classes = None
+    if default_classes != space.num_classes:
+        command += f" --num-classes {space.num_classes}"
+    return command
+
+
+def bench_command(workdir: Path, out: Path, archs: list[Arch], device: str) -> str:
+    """The ``latency bench`` command that measures ``archs`` (their IR files under ``out/pareto``) on ``device``."""
+    files = " ".join(str((out / "pareto" / f"{a.key}.json").relative_to(workdir)) for a in archs)
+    return f"cd {workdir} && latency bench {files} --device {device}"
 
 
 class MeasuredLatency:
@@ -88,10 +123,10 @@ class MeasuredLatency:
             pd.DataFrame(list(self.cache.values())).to_csv(tmp, index=False)
 
 
-def _front_measure(result, cfg: SearchConfig, measured: MeasuredLatency, predicted_ms: np.ndarray):
-    """Measures up to ``measure_max`` front members: the fastest; the most accurate predicted under the
-    target (two thirds of the budget); and those predicted just above it, closest first (the table
-    can be a few percent off either way)."""
+def front_to_measure(result, cfg: SearchConfig, predicted_ms: np.ndarray) -> list[int]:
+    """Indices of the front members worth measuring (see :func:`_front_measure`), most accurate first."""
+    if cfg.measure_max <= 0:
+        return []
     order = np.argsort(-result.objectives[:, 0])
     under = [i for i in order if predicted_ms[i] <= cfg.target_ms]
     above = sorted((i for i in order if cfg.target_ms < predicted_ms[i] <= 1.25 * cfg.target_ms),
@@ -99,7 +134,14 @@ def _front_measure(result, cfg: SearchConfig, measured: MeasuredLatency, predict
     n_under = max(1, (2 * cfg.measure_max) // 3)
     chosen = {int(np.argmin(predicted_ms)), *under[:n_under]}
     chosen |= set(above[: max(0, cfg.measure_max - len(chosen))])
-    keys = {result.archs[i].key for i in chosen}
+    return sorted(chosen, key=lambda i: -result.objectives[i, 0])
+
+
+def _front_measure(result, cfg: SearchConfig, measured: MeasuredLatency, predicted_ms: np.ndarray):
+    """Measures up to ``measure_max`` front members: the fastest; the most accurate predicted under the
+    target (two thirds of the budget); and those predicted just above it, closest first (the table
+    can be a few percent off either way)."""
+    keys = {result.archs[i].key for i in front_to_measure(result, cfg, predicted_ms)}
     nan = {"measured_ms": math.nan, "measured_ms_ci_low": math.nan, "measured_ms_ci_high": math.nan}
     return lambda arch: measured.measure(arch) if arch.key in keys else nan
 
@@ -113,15 +155,25 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
         search.NoArchMeetsTarget: nothing on the measured front meets ``cfg.target_ms``.
     """
     workdir = Path(workdir)
+    if needs_additive(cfg.searcher) and cfg.latency != "table":
+        raise ValueError(f"--searcher {cfg.searcher} needs a latency that adds up over slots, but --latency "
+                         f"{cfg.latency} measures every candidate whole; use --latency table")
     predictor = AccuracyPredictor.load(workdir / "predictor.json")
     space = run_space(workdir)
     nsr = pd.read_csv(workdir / "nsr.csv")
     save_config(workdir, "search", asdict(cfg))
     table = latency_table_for(workdir, space, cfg.device, cfg.force_table, progress)
+    measure_here = table.measurable and not cfg.no_measure and cfg.measure_max > 0
+    if table.note:
+        print(f"note: {table.note}", file=sys.stderr)
+    if cfg.latency == "measure" and not measure_here:
+        raise LatencyError(f"--latency measure needs device {cfg.device!r} here; it is not reachable (or "
+                           "measuring is switched off): use --latency table")
     measured = MeasuredLatency(space, cfg.device, workdir / "latency" / cfg.device / "measured.csv")
     latency_fn = measured.genomes if cfg.latency == "measure" else (lambda g: table.predict_genomes(g, space))
-    accuracy = Objective("accuracy", predictor.genome_predictor(nsr, space), maximize=True)
-    objectives = [accuracy, Objective("latency_ms", latency_fn, maximize=False)]
+    additive = additive_forms(cfg, space, predictor, nsr, table)  # (None, None) unless the searcher needs them
+    accuracy = Objective("accuracy", predictor.genome_predictor(nsr, space), maximize=True, additive=additive[0])
+    objectives = [accuracy, Objective("latency_ms", latency_fn, maximize=False, additive=additive[1])]
     # one hypervolume reference from the cheap table objectives, so searchers and modes compare
     reference = hv_reference_for(space, [accuracy, Objective("latency_ms", lambda g: table.predict_genomes(g, space))])
     settings = _searcher_settings(cfg, searcher_options, workdir, space, table)
@@ -136,8 +188,36 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
                              progress=progress,
                              hv_reference=reference)
     predicted = table.predict_genomes(np.stack([space.encode(a) for a in result.archs]), space)
-    return finalize_search(out, result, cfg.target_ms, measure=_front_measure(result, cfg, measured, predicted),
-                           progress=progress)
+    if measure_here:
+        return finalize_search(out, result, cfg.target_ms, measure=_front_measure(result, cfg, measured, predicted),
+                               progress=progress)
+    outputs = finalize_search(out, result, cfg.target_ms, measure=None, progress=progress)
+    chosen = [result.archs[i] for i in front_to_measure(result, cfg, predicted) or range(len(result.archs))]
+    print(f"selected on predicted latency (not measured here); measure the front on the {cfg.device} machine with:\n"
+          f"  {bench_command(workdir, out, chosen, cfg.device)}")
+    return outputs
+
+
+def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPredictor, nsr: pd.DataFrame,
+                   table: LatencyTable) -> tuple[Additive | None, Additive | None]:
+    """The predictor and the latency table as per-slot tables, for a searcher that needs them (``exact``).
+
+    The predictor is linear in per-slot NSR and the table's calibration is affine in the sum of its
+    rows, so both are a constant plus one value per slot.
+    """
+    if not needs_additive(cfg.searcher):
+        return None, None
+    base, genes, codes = space.sample(0), [], []
+    for i in range(space.num_slots):
+        G = np.stack([space.encode(base.with_blocks(base.blocks[:i] + (o,) + base.blocks[i + 1:]))
+                      for o in space.options(i)])
+        genes.append(tuple(np.flatnonzero((G[0] != G).any(axis=0)).tolist()))
+        codes.append(G[:, list(genes[-1])])
+    cal, rows = table.calibration, [dict(zip(s["options"], s["ms"])) for s in table.data["slots"]]
+    ms = [[cal["scale"] * rows[i][str(o)] for o in space.options(i)] for i in range(space.num_slots)]
+    fixed = cal["intercept_ms"] + cal["scale"] * (table.data["stem_ms"] + table.data["head_ms"])
+    return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept),
+            Additive(slot_tables_from_lookup(genes, codes, ms), fixed))
 
 
 def _searcher_settings(cfg: SearchConfig, extra: dict[str, Any] | None, workdir: Path, space: SearchSpace,
@@ -145,6 +225,8 @@ def _searcher_settings(cfg: SearchConfig, extra: dict[str, Any] | None, workdir:
     """Settings of the chosen searcher: population searchers get the budget; the gradient-based
     baselines get the run's training split and latency-table costs (penalties stay opt-in)."""
     extra = dict(extra or {})
+    if needs_additive(cfg.searcher):
+        return {"seed": cfg.seed, **extra}
     if cfg.searcher in ("nsga2", "random"):
         base = {"pop_size": cfg.pop_size, "generations": cfg.generations, "seed": cfg.seed}
         if cfg.searcher == "nsga2":

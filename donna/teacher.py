@@ -119,9 +119,11 @@ def load_teacher_checkpoint(path: str | Path, space: SearchSpace) -> TeacherPart
         raise ValueError(f"teacher checkpoint {str(path)!r} has {arch.num_classes} classes; the data set has "
                          f"{space.num_classes}")
     try:
-        return cut_teacher(model, space)
+        parts = cut_teacher(model, space)
     except ValueError as err:
         raise ValueError(f"teacher checkpoint {str(path)!r} does not fit space {space.name!r}: {err}") from None
+    parts.arch = arch  # a member of the space: its blocks are the teacher-identical options
+    return parts
 
 
 def _trained_teacher(cfg: TeacherConfig, arch: Arch, space: SearchSpace, data: DataSplits, workdir: Path,
@@ -132,6 +134,7 @@ def _trained_teacher(cfg: TeacherConfig, arch: Arch, space: SearchSpace, data: D
         return load_teacher_checkpoint(path, space).to(device).eval()
     model = _init_model(arch, cfg.seed).to(device)
     parts = cut_teacher(model, space)  # fails early, before training, when the arch does not fit
+    parts.arch = arch
     start = time.perf_counter()
     train_classifier(model, data, cfg, device, progress, checkpoint=checkpoint)
     seconds = time.perf_counter() - start

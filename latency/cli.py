@@ -7,35 +7,75 @@ import json
 import sys
 from pathlib import Path
 
+from blocks.cli_errors import OneLineParser, int_at_least, run_guarded
+
 from .errors import LatencyError
+
+MAX_INPUT_SIDE = 4096  # largest channel count or image side accepted for --input-shape
+MAX_INPUT_ELEMENTS = 64 << 20  # largest C*H*W accepted (a 256 MB float input at batch 1)
 
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.replace("x", ",").split(",") if v)
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v)
     except ValueError:
         msg = f"input shape {text!r} is not comma-separated integers, e.g. 3,32,32"
         raise argparse.ArgumentTypeError(msg) from None
+    elements = 1
+    for v in shape:
+        elements *= max(v, 0)
+    if len(shape) != 3 or not all(0 < v <= MAX_INPUT_SIDE for v in shape) or elements > MAX_INPUT_ELEMENTS:
+        raise argparse.ArgumentTypeError(f"input shape {text!r} must be C,H,W with each value in 1..{MAX_INPUT_SIDE} "
+                                         f"and at most {MAX_INPUT_ELEMENTS:,} values in all, e.g. 3,32,32")
+    return shape
+
+
+def _device(text: str) -> str:
+    from .profiles import list_profiles
+
+    known = list_profiles()
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; known devices: {', '.join(known)}")
+    return text
+
+
+def _space(text: str) -> str:
+    from blocks import get_space
+
+    try:
+        get_space(text)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
+        raise argparse.ArgumentTypeError(f"{text}: not a valid search space ({err})") from None
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="latency", description="Measure what a network costs on a device.")
+    p = OneLineParser(prog="latency", description="Measure what a network costs on a device.")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("devices", help="list device profiles and which are reachable now")
     dev.add_argument("--json", action="store_true", help="print JSON")
     bench = sub.add_parser("bench", help="measure .onnx files or architecture JSONs on a device")
     bench.add_argument("models", nargs="+", help="MODEL.onnx or ARCH.json files")
-    bench.add_argument("--device", default="cpu", help="device profile (see `latency devices`)")
+    bench.add_argument("--device", type=_device, default="cpu", help="device profile (see `latency devices`)")
     bench.add_argument("--input-shape", type=_shape, default=None, help="C,H,W for dynamic ONNX inputs")
     bench.add_argument("--json", action="store_true", help="print a JSON list, one object per model")
     table = sub.add_parser("table", help="build (or resume) a per-block latency table")
-    table.add_argument("--device", default="cpu")
-    table.add_argument("--space", default="mbconv-tiny", help="search space name or JSON file")
+    table.add_argument("--device", type=_device, default="cpu")
+    table.add_argument("--space", type=_space, default="mbconv-tiny", help="search space name or JSON file")
     table.add_argument("--out", type=Path, default=None, help="folder (default runs/latency/<device>-<space>)")
-    table.add_argument("--n-calibration", type=int, default=10)
-    table.add_argument("--n-validation", type=int, default=30)
-    table.add_argument("--seed", type=int, default=0)
+    table.add_argument("--num-classes", type=int_at_least(1), default=None,
+                       help="classes of the run's data set when they differ from the space's (changes the head)")
+    table.add_argument("--n-calibration", type=int_at_least(2), default=10,
+                       help="architectures measured whole to calibrate the sum (at least 2)")
+    table.add_argument("--n-validation", type=int_at_least(0), default=30)
+    table.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0)
     table.add_argument("--force", action="store_true", help="resume rows of another fingerprint")
+    for command in (dev, bench, table):  # `latency table ... --debug` as well as `latency --debug table ...`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the full traceback of an error")
     return p
 
 
@@ -100,10 +140,17 @@ def cmd_bench(args) -> int:
 
 
 def cmd_table(args) -> int:
+    from blocks import get_space
+    from blocks.lock import folder_lock
+
     from .table_build import build_latency_table
 
-    table = build_latency_table(args.space, args.device, args.out, n_calibration=args.n_calibration,
-                                n_validation=args.n_validation, seed=args.seed, force=args.force)
+    out = args.out or Path("runs") / "latency" / f"{args.device}-{get_space(args.space).name}"
+    with folder_lock(out, command=f"latency table --device {args.device}"):  # one build per folder at a time
+        space = get_space(args.space)
+        space = space if args.num_classes is None else space.with_classes(args.num_classes)
+        table = build_latency_table(space, args.device, out, n_calibration=args.n_calibration,
+                                    n_validation=args.n_validation, seed=args.seed, force=args.force)
     v, cal = table.validation, table.calibration
     print(f"latency table written to {table.path}")
     print(f"calibration on {cal['n']} architectures: {cal['intercept_ms']:+.4f} ms + {cal['scale']:.4f} x sum")
@@ -118,17 +165,15 @@ COMMANDS = {"devices": cmd_devices, "bench": cmd_bench, "table": cmd_table}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``latency`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except (LatencyError, ValueError, OSError) as err:
-        print(f"latency: error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}",
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("latency: interrupted (a table build resumes when run again)", file=sys.stderr)
-        return 130
+    """Entry point of the ``latency`` console script; returns the exit status.
+
+    Every failure is one line on stderr (``--debug``: the traceback); Ctrl-C exits 130 and a table build
+    resumes when the same command runs again.
+    """
+    args = _parser().parse_or_status(argv)
+    if isinstance(args, int):
+        return args
+    return run_guarded("latency", lambda: COMMANDS[args.command](args), debug=args.debug)
 
 
 if __name__ == "__main__":

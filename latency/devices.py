@@ -20,3 +20,14 @@ def device_status(user_file=None) -> list[dict]:
         rows.append({"name": name, "backend": prof.backend, "description": prof.description,
                      "reachable": reason is None, "reason": reason})
     return rows
+
+
+def unreachable_reason(device) -> str | None:
+    """Why the profile ``device`` (a name or :class:`Profile`) cannot be measured here; None when it can."""
+    from .profiles import get_profile
+
+    profile = get_profile(device)
+    try:
+        return backend_class(profile.backend).unavailable_reason(profile.options)
+    except LatencyError as err:
+        return str(err)

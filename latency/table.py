@@ -66,6 +66,8 @@ class LatencyTable:
         self.path = path
         self._by_key = [dict(zip(s["options"], s["ms"])) for s in data["slots"]]
         self._luts: tuple[str, list] | None = None
+        self.measurable = True  # False when the table was accepted for a device not reachable here
+        self.note: str | None = None  # one line saying why the table was accepted without a comparison
 
     # ---- facts -------------------------------------------------------------------------------
     @property
@@ -194,19 +196,51 @@ class LatencyTable:
         table.check_device(device or table.device, force=force)
         return table
 
-    def check_device(self, device: str, force: bool = False) -> None:
-        """Compare the table's fingerprint with the current one of ``device``."""
+    def check_device(self, device: str, force: bool = False) -> str | None:
+        """Check the table belongs to ``device`` here, or accept it as recorded when the device is elsewhere.
+
+        A table built on the device's own machine and copied here is accepted when ``device`` cannot be
+        reached from this machine: its recorded fingerprint is then all there is to go by (it is never
+        compared with the empty fingerprint of an absent device). ``self.note`` then says so in one line
+        and ``self.measurable`` is False.
+
+        Returns:
+            The note, or None when the table was checked against the device here.
+
+        Raises:
+            FingerprintMismatchError: another device's table, or a different fingerprint here (unless ``force``).
+        """
+        from .devices import unreachable_reason
         from .measure import resolve_device
 
-        try:
-            current = resolve_device(device)[1].fingerprint()
-        except LatencyError as err:
-            current = {"unavailable": str(err)}
+        reason = unreachable_reason(device)
+        if reason is not None:
+            return self._accept_remote(device, reason)
+        current = resolve_device(device)[1].fingerprint()
+        self.measurable, self.note = True, None
         diff = sorted(k for k in set(current) | set(self.fingerprint) if current.get(k) != self.fingerprint.get(k))
         if not diff:
-            return
+            return None
         msg = (f"latency table {self.path} was measured on {self.device!r} with a different device fingerprint "
-               f"than {device!r} here (differs in {diff}); rebuild it or pass force=True / --force")
+               f"than {device!r} here (differs in {diff}); rebuild it on this machine "
+               f"(`latency table --device {device} --out {self.path.parent if self.path else 'DIR'}`) "
+               "or accept it with `donna search --force-table` (LatencyTable.load(..., force=True))")
         if not force:
             raise FingerprintMismatchError(msg)
         warnings.warn(msg, stacklevel=2)
+        return None
+
+    def _accept_remote(self, device: str, reason: str) -> str:
+        name = getattr(device, "name", device)
+        if self.device != name:
+            raise FingerprintMismatchError(f"latency table {self.path} was built for device {self.device!r}, "
+                                           f"not {name!r}; copy the {name} table there")
+        recorded = {k: v for k, v in self.fingerprint.items() if k != "backend" and v not in (None, "", [], {})}
+        if not recorded:
+            raise FingerprintMismatchError(f"latency table {self.path} records no device fingerprint (a build "
+                                           f"that never measured?); rebuild it on the {name} machine")
+        where = ", ".join(f"{k}={v}" for k, v in recorded.items() if isinstance(v, str))[:160]
+        self.measurable = False
+        self.note = (f"device {name!r} is not reachable here, so its table {self.path} is used as recorded "
+                     f"on its own machine ({where or 'fingerprint recorded'}); nothing is measured here")
+        return self.note

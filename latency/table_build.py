@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ._io import append_jsonl, read_jsonl
-from .errors import DeviceDisconnectedError, FingerprintMismatchError
+from ._io import append_jsonl, atomic_write_bytes, read_jsonl
+from .devices import unreachable_reason
+from .errors import BackendUnavailableError, DeviceDisconnectedError, FingerprintMismatchError
 from .export import batch_shape, export_module
 from .measure import measure_model, resolve_device
 from .profiles import Profile
@@ -96,9 +97,13 @@ def _meta(space: Any, profile: Profile, fingerprint: dict, cfg: ProtocolConfig, 
 
 
 def _check_resume(rows: list[dict], meta: dict, rows_path: Path, force: bool) -> None:
-    """Refuse to mix rows of another device, space, protocol or architecture sample into one build."""
+    """Refuse to mix rows of another device, space, protocol or architecture sample into one build.
+
+    A file holding only the meta row of an attempt that measured nothing (e.g. the device was not
+    reachable) does not block a later build: it is replaced when the first row is measured.
+    """
     old = next((r for r in rows if r.get("job") == "meta"), None)
-    if old is None:
+    if old is None or not any(r.get("job") != "meta" for r in rows):
         return
     diff = [k for k in ("fingerprint", "space_signature", "protocol", "sample") if old.get(k) != meta.get(k)]
     if diff and not force:
@@ -114,16 +119,28 @@ def _measure_job(job: Job, profile: Profile, backend, cfg: ProtocolConfig, cache
     return row
 
 
-def _run_jobs(jobs: list[Job], rows_path: Path, profile: Profile, backend, cfg, cache_dir, progress: bool) -> None:
-    """Measure every job not yet in ``rows_path``, appending one row per job as it completes."""
+def _run_jobs(jobs: list[Job], rows_path: Path, profile: Profile, backend, cfg, cache_dir, progress: bool,
+              meta: dict) -> None:
+    """Measure every job not yet in ``rows_path``, appending one row per job as it completes.
+
+    The meta row is written together with the first measured row, so an attempt that measures
+    nothing leaves nothing behind.
+    """
     from tqdm import tqdm
 
-    done = {r.get("job") for r in read_jsonl(rows_path)}
+    rows = read_jsonl(rows_path)
+    done = {r.get("job") for r in rows}
+    fresh = not any(r.get("job") != "meta" for r in rows)
     pending = [j for j in jobs if j.id not in done]
     bar = tqdm(pending, desc=f"latency table [{profile.name}]", unit="model", disable=not progress, leave=False)
     for k, job in enumerate(bar):
         try:
-            append_jsonl(rows_path, _measure_job(job, profile, backend, cfg, cache_dir))
+            row = _measure_job(job, profile, backend, cfg, cache_dir)
+            if fresh:
+                atomic_write_bytes(rows_path, b"")  # drop the meta row of an attempt that measured nothing
+                append_jsonl(rows_path, meta)
+                fresh = False
+            append_jsonl(rows_path, row)
         except DeviceDisconnectedError as err:
             kept = len(done) + k
             raise DeviceDisconnectedError(f"{err}; the {kept} measurements already made are kept in {rows_path}, "
@@ -159,16 +176,17 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
 
     space = get_space(space) if isinstance(space, str) else space
     profile, backend = resolve_device(device)
+    reason = unreachable_reason(profile)
+    if reason is not None:
+        raise BackendUnavailableError(f"cannot build a latency table for {profile.name!r} here: {reason}")
     cfg = profile.protocol_config().replace(**(protocol or {}))
     out = Path(out_dir) if out_dir is not None else Path("runs") / "latency" / f"{profile.name}-{space.name}"
     rows_path = out / ROWS_FILE
     sample = {"seed": seed, "n_calibration": n_calibration, "n_validation": n_validation, "n_repeat": n_repeat}
     meta = _meta(space, profile, backend.fingerprint(), cfg, sample)
     _check_resume(read_jsonl(rows_path), meta, rows_path, force)
-    if not rows_path.exists():
-        append_jsonl(rows_path, meta)
     jobs = interleave(_part_jobs(space), _arch_jobs(space, n_calibration, n_validation, n_repeat, seed))
-    _run_jobs(jobs, rows_path, profile, backend, cfg, cache_dir, progress)
+    _run_jobs(jobs, rows_path, profile, backend, cfg, cache_dir, progress, meta)
     table = assemble_table(space, meta, read_jsonl(rows_path), jobs)
     table.save(out)
     return table

@@ -1,8 +1,11 @@
-"""Architecture search: searcher registry (NSGA-II via pymoo, random), Pareto fronts, hypervolume, outputs."""
+"""Architecture search: searcher registry (NSGA-II via pymoo, random, exact), Pareto fronts, hypervolume, outputs."""
 
+from search import exact as _exact  # noqa: F401  (registers "exact")
 from search import nsga2 as _nsga2  # noqa: F401  (registers "nsga2")
 from search import random_search as _random_search  # noqa: F401  (registers "random")
+from search.additive import Additive, SlotTable
 from search.base import GenomeSearcher, Searcher, SearchResult
+from search.exact import ExactConfig, ExactSearcher, pareto_dp
 from search.nsga2 import NSGA2Config, NSGA2Searcher
 from search.objectives import GenomeProblem, Objective, hv_reference_for, resolve_reference
 from search.outputs import SearchOutputs, finalize_search, front_rows, write_search_outputs
@@ -15,9 +18,12 @@ from search.pareto import (
 )
 from search.plot import plot_pareto
 from search.random_search import RandomSearchConfig, RandomSearcher
-from search.registry import create_searcher, list_searchers, register_searcher
+from search.registry import create_searcher, list_searchers, needs_additive, register_searcher
 
 __all__ = [
+    "Additive",
+    "ExactConfig",
+    "ExactSearcher",
     "GenomeProblem",
     "GenomeSearcher",
     "HypervolumeReference",
@@ -30,6 +36,7 @@ __all__ = [
     "SearchOutputs",
     "SearchResult",
     "Searcher",
+    "SlotTable",
     "choose_under_target",
     "create_searcher",
     "finalize_search",
@@ -37,6 +44,8 @@ __all__ = [
     "hv_reference_for",
     "hypervolume",
     "list_searchers",
+    "needs_additive",
+    "pareto_dp",
     "pareto_front",
     "plot_pareto",
     "register_searcher",

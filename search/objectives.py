@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 from pymoo.core.problem import Problem
 
+from search.additive import Additive
 from search.pareto import HypervolumeReference, to_min_form
 
 HV_SAMPLE_SIZE = 512  # genomes sampled to estimate the hypervolume box when objectives give no bounds
@@ -29,12 +30,15 @@ class Objective:
 
     ``fn`` takes a whole batch of genomes, shape (n, n_genes), integer, and returns n values.
     Keep it vectorised: search calls it once per generation with the whole population.
+    ``additive``, when given, states that ``fn`` is a constant plus one value per slot (see
+    ``search.additive``); the exact searcher needs it, the others ignore it.
     """
 
     name: str  # column name in results ("accuracy", "latency_ms")
     fn: Callable[[np.ndarray], np.ndarray]  # genomes (n, n_genes) -> values (n,)
     maximize: bool = False  # True for accuracy, False for latency, params, ...
     bounds: tuple[float, float] | None = None  # (low, high) in natural units; sets the hypervolume box
+    additive: Additive | None = None  # the same values as per-slot tables, when the objective is additive
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -44,6 +48,9 @@ class Objective:
         if self.bounds is not None and (len(self.bounds) != 2 or self.bounds[0] > self.bounds[1]):
             raise ValueError(f"objective {self.name!r}: bounds must be (low, high) with low <= high, "
                              f"got {self.bounds!r}")
+        if self.additive is not None and not isinstance(self.additive, Additive):
+            raise ValueError(f"objective {self.name!r}: additive must be a search.Additive, "
+                             f"got {type(self.additive).__name__}")
 
     def __call__(self, genomes: np.ndarray) -> np.ndarray:
         """Evaluates the batch and checks the result's shape and finiteness."""

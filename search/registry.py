@@ -34,3 +34,8 @@ def create_searcher(name: str, **settings: Any) -> Searcher:
         ValueError: unknown name (listing the known ones) or an unknown setting.
     """
     return SEARCHERS.create(name, **settings)
+
+
+def needs_additive(name: str) -> bool:
+    """Whether searcher ``name`` needs objectives with per-slot tables (``Objective.additive``)."""
+    return bool(getattr(SEARCHERS.get(name), "needs_additive", False))

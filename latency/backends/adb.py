@@ -6,6 +6,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import BackendUnavailableError, DeviceDisconnectedError, LatencyError
@@ -51,7 +52,9 @@ class AdbClient:
         argv = [self._exe(), *(["-s", self.serial] if self.serial else []), *args]
         self.calls += 1
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout_s)
+            # stdin closed: adb must never wait on (or eat) the caller's terminal, e.g. in a background build
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout_s,
+                                  stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise DeviceDisconnectedError(f"adb {args[0]} timed out after {self.timeout_s:g} s "
                                           f"(device {self.serial} hung or unplugged)") from None
@@ -76,6 +79,18 @@ class AdbClient:
         if not re.fullmatch(r"[A-Za-z0-9_/.*\-]+", pattern):
             raise LatencyError(f"refusing to pass {pattern!r} unquoted to the device shell")
         return self.run("shell", f"{shlex.quote(command)} {pattern}", check=check)
+
+    def shell_chain(self, *commands: Sequence[str], check: bool = True) -> str:
+        """Run several commands in one device shell, joined by ``&&`` (each argument quoted)."""
+        return self.run("shell", " && ".join(" ".join(shlex.quote(str(a)) for a in c) for c in commands),
+                        check=check)
+
+    def grep_files(self, *patterns: str) -> str:
+        """``grep -H . PATTERN...``: every non-empty line of the files as ``path:line`` (unreadable ones skipped)."""
+        for pattern in patterns:
+            if not re.fullmatch(r"[A-Za-z0-9_/.*\-]+", pattern):
+                raise LatencyError(f"refusing to pass {pattern!r} unquoted to the device shell")
+        return self.run("shell", f"grep -H . {' '.join(patterns)}", check=False)
 
     def push(self, local: Path | str, remote: str) -> str:
         """``adb push LOCAL REMOTE``; returns adb's summary line."""
@@ -194,3 +209,79 @@ def parse_perf_test(stdout: str) -> tuple[list[float], float | None]:
                            f"{_first_line(stdout)[:120]!r}")
     avg = _AVG.search(stdout)
     return samples, float(avg.group(1)) if avg else None
+
+
+def parse_zones(text: str) -> list[dict]:
+    """Thermal zones from ``grep -H . thermal_zone*/type thermal_zone*/temp``: index, type and deg C."""
+    zones: dict[int, dict] = {}
+    for line in text.splitlines():
+        match = re.match(r"\s*/sys/class/thermal/thermal_zone(\d+)/(type|temp):(.*)$", line)
+        if not match:
+            continue
+        zone = zones.setdefault(int(match.group(1)), {"zone": int(match.group(1)), "type": "", "temp_c": None})
+        value = match.group(3).strip()
+        if match.group(2) == "type":
+            zone["type"] = value
+        else:
+            zone["temp_c"] = parse_thermal(value)
+    return [zones[k] for k in sorted(zones)]
+
+
+SKIN_TYPES = (r"skin", r"xo[-_]?therm|quiet[-_]?therm|back[-_]?therm|case|shell", r"batt|^bat")
+CLUSTER_TYPES = {
+    "prime": (r"prime|gold[-_]?plus|cpu[-_]?7|^big$|cpu[-_]?big",),
+    "big": (r"^big$|^mid$|gold|prime|cpu[-_]?big|cpu[-_]?1[-_]|cpu[-_]?[4-7]\b|cluster[-_]?[12]|cpuss[-_]?1",),
+    "all": (r"cpu|big|mid|little|silver|gold|prime|cluster",),
+}
+
+
+def choose_zones(zones: Sequence[dict], cores_mode: object = "big") -> dict:
+    """Zones by type: a skin/battery zone for the cool-down, the pinned cluster's zones for the hot flag.
+
+    Returns:
+        ``{"cooldown": [zone indices], "hot": [zone indices], "how": str}``; a role without a typed zone
+        falls back to every readable zone (the hottest decides), and ``how`` says so.
+    """
+    readable = [z for z in zones if z["temp_c"] is not None]
+
+    def first_match(patterns) -> list[int]:
+        for pattern in patterns:
+            found = [z["zone"] for z in readable if re.search(pattern, z["type"], re.IGNORECASE)]
+            if found:
+                return found
+        return []
+
+    mode = cores_mode if isinstance(cores_mode, str) and cores_mode in CLUSTER_TYPES else "all"
+    cool, hot = first_match(SKIN_TYPES)[:1], first_match(CLUSTER_TYPES[mode])
+    every = [z["zone"] for z in readable]
+    how = ("typed" if cool and hot else
+           f"fallback to the hottest zone for {'the cool-down' if not cool else ''}"
+           f"{' and ' if not cool and not hot else ''}{'the hot flag' if not hot else ''}")
+    return {"cooldown": cool or every, "hot": hot or every, "how": how}
+
+
+def zone_temp(zones: Sequence[dict], chosen: Sequence[int]) -> float | None:
+    """Hottest temperature among the ``chosen`` zone indices (None when none is readable)."""
+    temps = [z["temp_c"] for z in zones if z["zone"] in set(chosen) and z["temp_c"] is not None]
+    return max(temps) if temps else None
+
+
+def parse_result_file(text: str) -> list[float]:
+    """Per-run times (ms) from the perf tool's result file (PerformanceResult::DumpToFile rows
+    ``model,time_cost_s,peak_working_set,avg_cpu,run``).
+
+    Raises:
+        LatencyError: when the file holds no run.
+    """
+    samples = []
+    for line in text.splitlines():
+        parts = line.strip().split(",")
+        if len(parts) >= 5:
+            try:
+                samples.append(float(parts[-4]) * 1000.0)
+            except ValueError:
+                continue
+    if not samples:
+        raise LatencyError(f"onnxruntime_perf_test wrote no per-run times to its result file; it began: "
+                           f"{_first_line(text)[:120]!r}")
+    return samples

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import LatencyError
+from ..errors import BackendUnavailableError, LatencyError
 
 
 @dataclass
@@ -123,20 +123,35 @@ def cpu_clocks() -> dict:
     return clocks
 
 
-def cuda_gpu_name() -> str | None:
-    """Name of CUDA GPU 0 through torch, or None when there is none."""
+def cuda_gpu_name(device_id: int = 0) -> str | None:
+    """Name of CUDA GPU ``device_id`` through CUDA's Python bindings, else torch; None when there is none."""
+    from .cuda_rt import gpu_info
+
+    try:
+        info = gpu_info(device_id)
+    except LatencyError:  # the bindings are not installed: ask torch
+        info = None
+    if info:
+        return info["name"]
     try:
         import torch
 
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        return torch.cuda.get_device_name(device_id) if torch.cuda.is_available() else None
     except Exception:  # a broken CUDA install must not break CPU work
         return None
 
 
-def check_gpu_match(expected: str | None, actual: str | None, device: str = "") -> str | None:
-    """Warn (and return the message) when the GPU present is not the one the profile is for."""
+def check_gpu_match(expected: str | None, actual: str | None, device: str = "", force: bool = False) -> str | None:
+    """Refuse a GPU other than the one the profile is for; with ``force`` warn (and return the message).
+
+    Raises:
+        BackendUnavailableError: the GPU present is another model, naming both and the override.
+    """
     if not expected or actual is None or expected.lower() in actual.lower():
         return None
     msg = f"device profile {device or expected!r} is for a {expected} GPU, but this machine has {actual!r}"
+    if not force:
+        raise BackendUnavailableError(f"{msg}; use the profile of this GPU (e.g. --device gpu), or set the profile "
+                                      "option allow_other_gpu to measure here anyway")
     warnings.warn(msg, stacklevel=2)
     return msg

@@ -16,18 +16,49 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 
 
+GPU_FIX = {
+    "CUDAExecutionProvider": "install the CUDA and cuDNN libraries this onnxruntime-gpu was built for "
+                             "(pip install 'onnxruntime-gpu[cuda,cudnn]')",
+    "TensorrtExecutionProvider": "install the TensorRT libraries (libnvinfer) this onnxruntime-gpu was built for "
+                                 "and put them on LD_LIBRARY_PATH",
+}
+
+
+def wheel_clash() -> str | None:
+    """A note when both onnxruntime and onnxruntime-gpu are installed (they share one package folder)."""
+    from importlib import metadata
+
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            metadata.version(name)
+            found.append(name)
+        except metadata.PackageNotFoundError:
+            continue
+    if len(found) < 2:
+        return None
+    return ("both onnxruntime and onnxruntime-gpu are installed and overwrite each other: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'donna-nas[gpu]'")
+
+
+def provider_failure(provider: str, detail: str) -> str:
+    """The one-line reason and fix when a GPU provider is offered but fails to load."""
+    fix = wheel_clash() or GPU_FIX.get(provider, "check the provider's libraries")
+    return f"ONNX Runtime's {provider} is installed but failed to load ({detail}); {fix}"
+
+
 def check_providers(requested: str, session_providers: Sequence[str]) -> None:
     """Refuse a session whose first provider is not the one asked for.
 
     ONNX Runtime can fall back to the CPU silently; a CPU run must never be reported as a GPU number.
 
     Raises:
-        BackendUnavailableError: naming both providers.
+        BackendUnavailableError: naming both providers and the fix.
     """
     if not session_providers or session_providers[0] != requested:
-        raise BackendUnavailableError(
-            f"asked for {requested} but the ONNX Runtime session runs on {list(session_providers)}; "
-            "refusing to report that as a measurement of the requested provider")
+        raise BackendUnavailableError(provider_failure(
+            requested, f"the session fell back to {list(session_providers)}; refusing to report that as a "
+            "measurement of the requested provider"))
 
 
 @register_backend
@@ -41,7 +72,8 @@ class OnnxRuntimeBackend(Backend):
         "inter_op_threads": 1,
         "device_id": 0,  # GPU index for cuda / tensorrt
         "fp16": False,  # TensorRT provider precision
-        "gpu_match": None,  # substring the GPU name should contain (warns otherwise)
+        "gpu_match": None,  # substring the GPU name should contain (refused otherwise)
+        "allow_other_gpu": False,  # measure on another GPU than gpu_match names (warns)
     }
 
     def __init__(self, **options):
@@ -58,8 +90,8 @@ class OnnxRuntimeBackend(Backend):
         provider = PROVIDERS.get((options or {}).get("provider", "cpu"), "?")
         available = ort.get_available_providers()
         if provider not in available:
-            return (f"ONNX Runtime {ort.__version__} here offers {available}, not {provider} "
-                    "(install onnxruntime-gpu and use a machine with a CUDA GPU)")
+            fix = wheel_clash() or "pip install 'donna-nas[gpu]' on a machine with a CUDA GPU"
+            return f"ONNX Runtime {ort.__version__} here offers {available}, not {provider} ({fix})"
         return None
 
     def fingerprint(self) -> dict:
@@ -70,7 +102,7 @@ class OnnxRuntimeBackend(Backend):
         if self.options["provider"] == "cpu":
             fp["cpu"] = cpu_model()
         else:
-            fp["gpu"] = cuda_gpu_name()
+            fp["gpu"] = cuda_gpu_name(int(self.options["device_id"]))
             fp["fp16"] = bool(self.options["fp16"])
         return fp
 
@@ -95,8 +127,16 @@ class OnnxRuntimeBackend(Backend):
             cache = default_cache_dir() / "ort_trt"
             cache.mkdir(parents=True, exist_ok=True)
             opts.update(trt_fp16_enable=bool(self.options["fp16"]), trt_engine_cache_enable=True,
-                        trt_engine_cache_path=str(cache), trt_timing_cache_enable=True)
+                        trt_engine_cache_path=str(cache), trt_timing_cache_enable=True,
+                        trt_timing_cache_path=str(cache))
         return opts
+
+    def providers(self) -> list:
+        """Providers of the session: the TensorRT provider gets CUDA as fallback for nodes it cannot take."""
+        chosen = [(self.provider, self._provider_options())]
+        if self.provider == "TensorrtExecutionProvider":
+            chosen.append(("CUDAExecutionProvider", {"device_id": int(self.options["device_id"])}))
+        return chosen
 
     def _session(self, path: Path):
         import onnxruntime as ort
@@ -105,12 +145,15 @@ class OnnxRuntimeBackend(Backend):
         if reason:
             raise BackendUnavailableError(reason)
         if self.provider != "CPUExecutionProvider":
-            check_gpu_match(self.options["gpu_match"], cuda_gpu_name())
+            check_gpu_match(self.options["gpu_match"], cuda_gpu_name(int(self.options["device_id"])),
+                            force=bool(self.options["allow_other_gpu"]))
         try:
-            sess = ort.InferenceSession(str(path), self._session_options(),
-                                        providers=[(self.provider, self._provider_options())])
+            sess = ort.InferenceSession(str(path), self._session_options(), providers=self.providers())
         except Exception as err:  # ORT raises its own exception types for bad files and providers
-            raise BadModelError(f"ONNX Runtime cannot load {path.name}: {str(err).strip().splitlines()[0]}") from None
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if self.provider != "CPUExecutionProvider" and _loads_on_cpu(path):
+                raise BackendUnavailableError(provider_failure(self.provider, detail)) from None
+            raise BadModelError(f"ONNX Runtime cannot load {path.name}: {detail}") from None
         check_providers(self.provider, sess.get_providers())
         return sess
 
@@ -125,7 +168,9 @@ class OnnxRuntimeBackend(Backend):
         run = self._cpu_runner(sess, inp.name, x) if self.provider == "CPUExecutionProvider" \
             else self._gpu_runner(sess, inp.name, x)
         env = {**self.environment(), "model_sha256": file_sha256(path), "input_shape": list(shape),
-               "session_providers": sess.get_providers(), "host_clocks_khz": cpu_clocks()}
+               "session_providers": sess.get_providers(), "host_clocks_khz": cpu_clocks(),
+               "clock": "host perf_counter_ns around run_with_iobinding"
+               + ("" if self.provider == "CPUExecutionProvider" else " and synchronize_outputs")}
         return Prepared(run=run, env=env, keep=(sess, x))
 
     @staticmethod
@@ -167,3 +212,14 @@ class OnnxRuntimeBackend(Backend):
             return times
 
         return run
+
+
+def _loads_on_cpu(path: Path) -> bool:
+    """Whether the model itself loads (on the CPU provider): then a GPU session's failure is the provider's."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:  # a bad model fails here too
+        return False
+    return True

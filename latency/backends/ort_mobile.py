@@ -6,27 +6,33 @@ Only tested against the stand-in ``adb`` in ``tests/latency/fake_adb``; no real 
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..cache import ArtifactCache, file_sha256
-from ..errors import BackendUnavailableError, LatencyError
+from ..errors import BackendUnavailableError, DeviceDisconnectedError, LatencyError
 from .adb import (
     AdbClient,
+    choose_zones,
     core_mask,
     parse_max_freqs,
-    parse_perf_test,
+    parse_result_file,
     parse_sha256sum,
-    parse_thermal,
+    parse_zones,
     select_cores,
+    zone_temp,
 )
 from .base import Backend, Prepared, register_backend
 
 PERF_TEST_ENV = "ORT_PERF_TEST"
 CPUFREQ_GLOB = "/sys/devices/system/cpu/cpu*/cpufreq/cpuinfo_max_freq"
-THERMAL_GLOB = "/sys/class/thermal/thermal_zone*/temp"
+EXECUTION_PROVIDERS = ("cpu", "xnnpack", "nnapi", "qnn")
+CPUFREQ_NOW_GLOBS = ("/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor",
+                     "/sys/devices/system/cpu/cpu*/cpufreq/scaling_cur_freq")
+THERMAL_GLOBS = ("/sys/class/thermal/thermal_zone*/type", "/sys/class/thermal/thermal_zone*/temp")
 
 
 def convert_to_ort(onnx_path: Path, out: Path) -> None:
@@ -55,14 +61,22 @@ class OrtMobileBackend(Backend):
         "remote_dir": "/data/local/tmp/donna-latency",
         "cores": "big",  # big | prime | all | [core indices]
         "threads": None,  # intra-op threads; None: one per pinned core
+        "execution_provider": "cpu",  # the perf tool's -e: cpu, xnnpack, nnapi, qnn (Snapdragon)
+        "opt_level": 99,  # the perf tool's -o graph optimisation level: 0, 1, 2 or 99
         "max_temp_c": 45.0,  # hotter than this after a run: the result is flagged noisy
         "cooldown_c": 40.0,  # wait before a model until the phone is at most this warm
         "cooldown_max_s": 120.0,
         "model_match": None,  # substring of ro.product.model this profile is for (warns otherwise)
+        "perf_test_ort_version": None,  # ONNX Runtime release the perf tool was built from (checked against ours)
     }
 
     def __init__(self, **options):
         super().__init__(**options)
+        if self.options["execution_provider"] not in EXECUTION_PROVIDERS:
+            raise LatencyError(f"ort-mobile execution_provider {self.options['execution_provider']!r} is not one of "
+                               f"{', '.join(EXECUTION_PROVIDERS)}")
+        if self.options["opt_level"] not in (0, 1, 2, 99):
+            raise LatencyError(f"ort-mobile opt_level {self.options['opt_level']!r} is not one of 0, 1, 2, 99")
         self._info: dict | None = None
         self._client: AdbClient | None = None
         self._pushed_tool = False
@@ -99,19 +113,39 @@ class OrtMobileBackend(Backend):
             adb = self.client()
             freqs = parse_max_freqs(adb.shell_glob("ls", CPUFREQ_GLOB), adb.shell_glob("cat", CPUFREQ_GLOB))
             cores = select_cores(freqs, self.options["cores"])
+            zones = self.thermal_zones()
             self._info = {"serial": adb.serial, "model": adb.shell("getprop", "ro.product.model").strip(),
                           "abi": adb.shell("getprop", "ro.product.cpu.abi").strip(),
-                          "max_freq_khz": freqs, "cores": cores, "mask": core_mask(cores)}
+                          "max_freq_khz": freqs, "cores": cores, "mask": core_mask(cores),
+                          "thermal": {**choose_zones(zones, self.options["cores"]),
+                                      "types": {str(z["zone"]): z["type"] for z in zones}}}
             match = self.options["model_match"]
             if match and match.lower() not in self._info["model"].lower():
                 warnings.warn(f"device profile expects a phone model containing {match!r}, "
                               f"but {adb.serial} is {self._info['model']!r}", stacklevel=2)
         return self._info
 
-    def temperature_c(self) -> float | None:
-        """Hottest thermal zone now, in deg C (None when unreadable)."""
-        # some zones are unreadable on real phones (cat exits 1): parse whatever the readable ones printed
-        return parse_thermal(self.client().shell_glob("cat", THERMAL_GLOB, check=False))
+    def core_clocks(self) -> dict[str, dict]:
+        """Governor and current clock (kHz) of each pinned core now (empty where unreadable)."""
+        out: dict[str, dict] = {}
+        for line in self.client().grep_files(*CPUFREQ_NOW_GLOBS).splitlines():
+            match = re.match(r"\s*/sys/devices/system/cpu/cpu(\d+)/cpufreq/(scaling_governor|scaling_cur_freq):(.*)$",
+                             line)
+            if match and int(match.group(1)) in self.device_info()["cores"]:
+                key = "governor" if match.group(2) == "scaling_governor" else "cur_khz"
+                value = match.group(3).strip()
+                out.setdefault(match.group(1), {})[key] = int(value) if value.isdigit() else value
+        return out
+
+    def thermal_zones(self) -> list[dict]:
+        """Every thermal zone now: index, type, deg C (unreadable zones have no temperature)."""
+        return parse_zones(self.client().grep_files(*THERMAL_GLOBS))
+
+    def temperature_c(self, role: str = "hot", zones: list[dict] | None = None) -> float | None:
+        """Temperature of the zones chosen for ``role`` (``hot``: the pinned cluster; ``cooldown``: skin or
+        battery), in deg C; None when unreadable."""
+        zones = self.thermal_zones() if zones is None else zones
+        return zone_temp(zones, self.device_info()["thermal"][role])
 
     @classmethod
     def unavailable_reason(cls, options: dict | None = None) -> str | None:
@@ -125,9 +159,14 @@ class OrtMobileBackend(Backend):
 
     def fingerprint(self) -> dict:
         info = self.device_info()
+        import onnxruntime as ort
+
         return {"backend": self.name, "model": info["model"], "abi": info["abi"], "cores": info["cores"],
                 "max_freq_khz": {str(k): v for k, v in sorted(info["max_freq_khz"].items())},
-                "perf_test_sha256": file_sha256(self._perf_test_path())}
+                "perf_test_sha256": file_sha256(self._perf_test_path()),
+                "perf_test_ort_version": self.options["perf_test_ort_version"],
+                "converter_ort_version": ort.__version__,
+                "execution_provider": self.options["execution_provider"], "opt_level": self.options["opt_level"]}
 
     # ---- files -------------------------------------------------------------------------------
     def _remote(self, name: str) -> str:
@@ -153,13 +192,39 @@ class OrtMobileBackend(Backend):
             self._pushed_tool = True
         return remote
 
-    def _cool_down(self) -> float | None:
+    def _cool_down(self) -> list[dict]:
+        """Wait until the skin/battery zone is at most ``cooldown_c``; returns every zone after the wait."""
         deadline = time.monotonic() + float(self.options["cooldown_max_s"])
-        temp = self.temperature_c()
-        while temp is not None and temp > self.options["cooldown_c"] and time.monotonic() < deadline:
+        zones = self.thermal_zones()
+        while (self.temperature_c("cooldown", zones) or 0.0) > self.options["cooldown_c"] \
+                and time.monotonic() < deadline:
             time.sleep(5.0)
-            temp = self.temperature_c()
-        return temp
+            zones = self.thermal_zones()
+        return zones
+
+    def _check_versions(self) -> None:
+        """Refuse a perf tool built from another ONNX Runtime release than the one that makes the .ort files."""
+        import onnxruntime as ort
+
+        tool = self.options["perf_test_ort_version"]
+        if tool and tool.split(".")[:2] != ort.__version__.split(".")[:2]:
+            raise LatencyError(f"the .ort files are made here by onnxruntime {ort.__version__} but the perf tool is "
+                               f"built from ONNX Runtime {tool}: pip install 'onnxruntime=={tool}' here, or build "
+                               f"onnxruntime_perf_test from release {ort.__version__}")
+
+    def _test_load(self, argv: list[str], remote_model: str) -> None:
+        """One run of the pushed tool on the pushed model, so a version mismatch fails here, clearly."""
+        import onnxruntime as ort
+
+        try:
+            self.client().shell(*argv, "-r", "1", remote_model)
+        except DeviceDisconnectedError:
+            raise
+        except LatencyError as err:
+            tool = self.options["perf_test_ort_version"] or "unknown (set the profile option perf_test_ort_version)"
+            raise LatencyError(f"the phone's onnxruntime_perf_test cannot load the .ort model ({err}); it was made by "
+                               f"onnxruntime {ort.__version__} here, the tool's ONNX Runtime is {tool}: build the tool "
+                               f"from release {ort.__version__} or pip install the tool's release here") from None
 
     # ---- measurement -------------------------------------------------------------------------
     def prepare(self, model: Path | str, input_shape: Sequence[int]) -> Prepared:
@@ -170,24 +235,32 @@ class OrtMobileBackend(Backend):
         parts = {"onnx_sha256": file_sha256(path), "onnxruntime": ort.__version__, "shape": list(input_shape)}
         ort_file = ArtifactCache().get_or_make("ort", parts, ".ort", lambda tmp: convert_to_ort(path, tmp))
         remote_model = self._remote(f"{parts['onnx_sha256'][:16]}.ort")
-        self._push_verified(ort_file, remote_model)
+        self._check_versions()
         threads = int(self.options["threads"] or len(info["cores"]))
-        argv = ["taskset", info["mask"], tool, "-e", "cpu", "-m", "times", "-x", str(threads), "-y", "1",
-                "-I", "-v"]
-        temp_before = self._cool_down()
+        argv = ["taskset", info["mask"], tool, "-e", self.options["execution_provider"], "-m", "times",
+                "-o", str(self.options["opt_level"]), "-x", str(threads), "-y", "1", "-I"]
+        if self._push_verified(ort_file, remote_model):
+            self._test_load(argv, remote_model)
+        zones = self._cool_down()
+        temp_before = self.temperature_c("hot", zones)
+        result_file = self._remote("result.csv")
         env = {**self.environment(), "device": info, "model_sha256": parts["onnx_sha256"],
                "ort_sha256": file_sha256(ort_file), "input_shape": list(input_shape), "threads": threads,
-               "affinity_mask": info["mask"], "temp_before_c": temp_before,
-               "command": " ".join([*argv, "-r", "N", remote_model])}
+               "affinity_mask": info["mask"], "temp_before_c": temp_before, "pinned_cores_now": self.core_clocks(),
+               "cooldown_temp_c": self.temperature_c("cooldown", zones), "thermal_zones_before": zones,
+               "clock": "onnxruntime_perf_test per-run time_cost (device clock), read from its result file",
+               "command": " ".join([*argv, "-r", "N", remote_model, result_file])}
         client = self.client()
 
-        def run(n: int) -> list[float]:
-            samples, _ = parse_perf_test(client.shell(*argv, "-r", str(n), remote_model))
-            return samples
+        def run(n: int) -> list[float]:  # no -v: the per-run times come from the result file, not verbose logs
+            out = client.shell_chain(["rm", "-f", result_file], [*argv, "-r", str(n), remote_model, result_file],
+                                     ["cat", result_file])
+            return parse_result_file(out)
 
         def finish() -> list[str]:
-            after = self.temperature_c()
-            env["temp_after_c"] = after
+            zones_after = self.thermal_zones()
+            after = self.temperature_c("hot", zones_after)
+            env.update(temp_after_c=after, thermal_zones_after=zones_after)
             return thermal_reasons(temp_before, after, float(self.options["max_temp_c"]))
 
         return Prepared(run=run, env=env, finish=finish)

@@ -21,9 +21,11 @@ class TorchBackend(Backend):
     def unavailable_reason(cls, options: dict | None = None) -> str | None:
         import torch
 
-        if (options or {}).get("device", "cpu") == "cuda" and not torch.cuda.is_available():
+        if (options or {}).get("device", "cpu") != "cuda":
+            return None
+        if not torch.cuda.is_available():
             return "no CUDA GPU is visible (torch.cuda.is_available() is False)"
-        return None
+        return missing_kernels(torch.cuda.get_device_capability(0), torch.cuda.get_arch_list(), torch.__version__)
 
     def fingerprint(self) -> dict:
         import torch
@@ -46,7 +48,9 @@ class TorchBackend(Backend):
         module = model.eval().to(device)
         x = torch.randn(*input_shape, device=device)
         run = self._cuda_runner(module, x) if device.type == "cuda" else self._cpu_runner(module, x)
-        env = {**self.environment(), "input_shape": list(input_shape), "torch_threads": torch.get_num_threads()}
+        clock = "cuda-events (torch)" if device.type == "cuda" else "host perf_counter_ns around the forward pass"
+        env = {**self.environment(), "input_shape": list(input_shape), "torch_threads": torch.get_num_threads(),
+               "clock": clock}
         return Prepared(run=run, env=env, keep=(module, x))
 
     @staticmethod
@@ -79,3 +83,18 @@ class TorchBackend(Backend):
             return [s.elapsed_time(e) for s, e in events]
 
         return run
+
+
+def missing_kernels(capability: tuple[int, int], arch_list: list[str], version: str) -> str | None:
+    """Why this torch build cannot run on a GPU of ``capability`` (no sm_XY kernels, no PTX to JIT), else None.
+
+    torch's CUDA 13 wheels stop at Turing/Volta's successors: a V100 (sm_70) needs the CUDA 12.6 wheels.
+    """
+    major, minor = capability
+    sm = major * 10 + minor
+    archs = {int(a.split("_")[1]) for a in arch_list if a.startswith("sm_") and a.split("_")[1].isdigit()}
+    ptx = {int(a.split("_")[1]) for a in arch_list if a.startswith("compute_") and a.split("_")[1].isdigit()}
+    if not arch_list or any(a // 10 == major and a <= sm for a in archs) or any(p <= sm for p in ptx):
+        return None
+    return (f"torch {version} has no kernels for this GPU (sm_{sm}; built for {', '.join(arch_list)}): install "
+            "torch from its CUDA 12.6 index, e.g. pip install torch --index-url https://download.pytorch.org/whl/cu126")

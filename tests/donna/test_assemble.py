@@ -46,3 +46,22 @@ def test_bad_archs_name_the_slot(built, space, tmp_path):
     with pytest.raises(ValueError, match="names no search space"):
         assemble(dataclasses.replace(arch, space=None), built["workdir"], built["teacher"])
     assert isinstance(arch.blocks[0], BlockSpec)
+
+
+def test_whole_network_recalibration_changes_statistics_and_accuracy(built, space, digits16):
+    """Each option's statistics were taken on teacher inputs; the assembled network's own differ."""
+    from donna.assemble import assemble_recalibrated
+
+    arch = space.sample(5)
+    blocks_only = assemble_recalibrated(arch, built["workdir"], built["teacher"], digits16.train, space=space,
+                                        mode="blocks")
+    network = assemble_recalibrated(arch, built["workdir"], built["teacher"], digits16.train, space=space,
+                                    num_batches=4, batch_size=32)
+    a, b = blocks_only.state_dict(), network.state_dict()
+    stats = [k for k in a if k.endswith("running_mean") and k.startswith("blocks.1")]  # after the first slot
+    assert stats and any(not torch.allclose(a[k], b[k]) for k in stats)
+    weights = [k for k in a if k.endswith("weight")]
+    assert all(torch.equal(a[k], b[k]) for k in weights)  # only statistics change
+    assert evaluate(blocks_only, digits16.val) != evaluate(network, digits16.val)
+    with pytest.raises(ValueError, match="unknown recalibration mode"):
+        assemble_recalibrated(arch, built["workdir"], built["teacher"], digits16.train, space=space, mode="x")

@@ -82,8 +82,36 @@ def test_independent_mode_trains_every_option(space, digits16, built, tmp_path):
 
 
 def test_executor_registry_runs_jobs_in_order():
-    assert list_executors() == ["inprocess", "threads"]
+    assert list_executors() == ["inprocess", "processes", "threads"]
     jobs = [Job(f"job {i}", pow, (i, 2)) for i in range(5)]
     assert get_executor("inprocess").map(jobs) == get_executor("threads").map(jobs) == [0, 1, 4, 9, 16]
-    with pytest.raises(ValueError, match="known executors: inprocess, threads"):
+    assert get_executor("processes").map(jobs) == [0, 1, 4, 9, 16]
+    assert sorted(get_executor("processes").completed(jobs)) == list(enumerate([0, 1, 4, 9, 16]))
+    with pytest.raises(ValueError, match="known executors: inprocess, processes, threads"):
         get_executor("ray")
+
+
+def test_sandwich_rule_trains_largest_smallest_and_random_options(space, tmp_path):
+    from donna.bkd import SlotTrainer
+    from donna.runfolder import RunFolder
+
+    cfg = dataclasses.replace(BKD, sampling="sandwich", random_per_step=2)
+    trainer = SlotTrainer(cfg, space, 0, RunFolder(tmp_path), "fp", torch.device("cpu"))
+    specs = trainer.step_options(torch.Generator().manual_seed(0))
+    options = space.options(0)
+    assert len(specs) == 4 and specs[0] == options[-1] == space.reference().blocks[0] and specs[1] == options[0]
+    uniform = SlotTrainer(dataclasses.replace(BKD, sampling="uniform"), space, 0, RunFolder(tmp_path), "fp",
+                          torch.device("cpu"))
+    assert len(uniform.step_options(torch.Generator().manual_seed(0))) == 1
+    with pytest.raises(ValueError, match="unknown BKD sampling"):
+        SlotTrainer(dataclasses.replace(BKD, sampling="x"), space, 0, RunFolder(tmp_path), "fp",
+                    torch.device("cpu")).step_options(torch.Generator())
+
+
+def test_shifted_views_move_pixels_and_keep_labels(digits16):
+    from donna.data import shifted_copy
+
+    view = shifted_copy(digits16.train, seed=1)
+    assert view.images.shape == digits16.train.images.shape and torch.equal(view.labels, digits16.train.labels)
+    assert not torch.equal(view.images, digits16.train.images)
+    assert torch.equal(view.images, shifted_copy(digits16.train, seed=1).images)

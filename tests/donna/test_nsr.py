@@ -77,3 +77,16 @@ def test_scoring_without_a_library_says_what_to_run(space, digits16, built, tmp_
         score_library(SCORE, space, built["teacher"], digits16, tmp_path, progress=False)
     with pytest.raises(ValueError, match="run scoring first"):
         load_nsr_table(tmp_path)
+
+
+def test_convergence_check_reads_the_teacher_identical_options(built, space):
+    from donna.nsr import convergence_check
+
+    table = built["table"]
+    teacher = space.reference()
+    check = convergence_check(table, teacher, threshold=10.0)
+    assert check["available"] and check["passed"] and len(check["slots"]) == space.num_slots
+    own = [float(table[(table.slot == i) & (table.option == str(b))].nsr.iloc[0]) for i, b in enumerate(teacher.blocks)]
+    assert [s["nsr"] for s in check["slots"]] == own
+    assert convergence_check(table, teacher, threshold=0.0)["passed"] is False
+    assert convergence_check(table, None)["available"] is False

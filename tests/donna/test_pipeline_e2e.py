@@ -31,7 +31,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     space_file = root / "tiny.json"
     space_file.write_text(json.dumps({"tiny-e2e": TINY}))
-    cfg = PredictorRunConfig(space=str(space_file), data=DataConfig(), teacher=TeacherConfig(epochs=2),
+    cfg = PredictorRunConfig(space=str(space_file), data=DataConfig(name="digits"), teacher=TeacherConfig(epochs=2),
                              bkd=BKDConfig(epochs=1), score=ScoreConfig(recal_batches=2),
                              labels=LabelConfig(num_labels=6, epochs=1, pool_size=50))
     workdir = root / "work"

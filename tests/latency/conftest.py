@@ -17,6 +17,9 @@ FAKE_ADB = Path(__file__).parent / "fake_adb" / "fake_adb.py"
 FAST = {"min_time_s": 0.02, "max_time_s": 0.5, "target_ci": 0.02, "warmup_max_s": 0.2}
 PHONE_FAST = {"min_time_s": 0.0, "batch": 40, "warmup_window": 5, "warmup_max_s": 5.0, "target_ci": 0.05}
 S20_FREQS = [2002000, 2002000, 2002000, 2002000, 2504000, 2504000, 2730000, 2730000]  # Exynos 990 layout
+# zone types after the Exynos 990 cluster names (BIG / MID / LITTLE) plus a battery zone; the battery is
+# the warmest now (38.1 C), so a hottest-of-all rule would flag the wrong zone
+S20_ZONES = [("BIG", 36500), ("battery", 38100), ("LITTLE", 35000), ("MID", 36000)]
 
 torch.set_num_threads(1)
 
@@ -105,7 +108,10 @@ def fake_phone(tmp_path, monkeypatch) -> FakePhone:
     root = state_dir / "root"
     for cpu, freq in enumerate(S20_FREQS):
         _write(root, f"sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq", f"{freq}\n")
-    for zone, temp in enumerate([36500, 38100, 35000]):
+        _write(root, f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor", "schedutil\n")
+        _write(root, f"sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq", f"{freq}\n")
+    for zone, (kind, temp) in enumerate(S20_ZONES):
+        _write(root, f"sys/class/thermal/thermal_zone{zone}/type", f"{kind}\n")
         _write(root, f"sys/class/thermal/thermal_zone{zone}/temp", f"{temp}\n")
     (root / "data/local/tmp").mkdir(parents=True)
     state = {"serial": "R58N12ABCDE", "model": "SM-G981B", "abi": "arm64-v8a", "calls": 0,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from latency import LatencyError, UnknownDeviceError, get_profile, list_profiles
+from latency import BackendUnavailableError, LatencyError, UnknownDeviceError, get_profile, list_profiles
 from latency.backends import Backend, create_backend, list_backends, register_backend
 from latency.backends.base import check_gpu_match
 from latency.backends.tensorrt import TensorRTBackend, volta_refusal
@@ -55,9 +55,11 @@ def test_registry_refuses_duplicates_and_unknown_names():
         create_backend("onnxruntime", threads=3)
 
 
-def test_gpu_profile_on_another_gpu_warns_naming_both():
-    with pytest.warns(UserWarning, match="V100.*'NVIDIA A100-SXM4-40GB'"):
+def test_gpu_profile_on_another_gpu_is_refused_unless_forced():
+    with pytest.raises(BackendUnavailableError, match="V100.*'NVIDIA A100-SXM4-40GB'.*allow_other_gpu"):
         check_gpu_match("V100", "NVIDIA A100-SXM4-40GB", "v100")
+    with pytest.warns(UserWarning, match="V100.*'NVIDIA A100-SXM4-40GB'"):
+        check_gpu_match("V100", "NVIDIA A100-SXM4-40GB", "v100", force=True)
     assert check_gpu_match("V100", "Tesla V100-SXM2-16GB") is None
 
 
@@ -72,7 +74,7 @@ def test_tensorrt_is_cleanly_unavailable_here():
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        assert "tensorrt is not installed" in reason
+        assert "TensorRT is not installed: pip install 'donna-nas[gpu]'" in reason
     else:
         pytest.skip("tensorrt is installed here")
 

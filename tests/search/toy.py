@@ -71,3 +71,42 @@ def toy_objectives(space: ToySpace, seed: int = 0) -> list[Objective]:
         return 1.0 + sum(w[G[:, i]] for i, w in enumerate(lat_w))
 
     return [Objective("accuracy", accuracy, maximize=True), Objective("latency_ms", latency)]
+
+
+def slot_objectives(space: ToySpace, slots: list[tuple[int, ...]], seed: int = 0, integer: bool = False,
+                    n_obj: int = 2) -> list[Objective]:
+    """Objectives that are a constant plus one random value per option of each slot (a group of genes).
+
+    ``fn`` indexes plain per-slot arrays by the mixed-radix option index, independently of the
+    ``search.Additive`` tables it also carries, so the exact searcher's check compares two paths.
+    Accuracy (maximised) and latency grow together, so the objectives conflict; with ``integer`` the
+    values are small integers and many members tie.
+    """
+    from search import Additive, SlotTable
+
+    rng = np.random.default_rng(seed)
+    names = ["accuracy", "latency_ms", "params"][:n_obj]
+    tables = {name: [] for name in names}
+    codes = []
+    for genes in slots:
+        dims = [space.sizes[g] for g in genes]
+        grid = list(itertools.product(*[range(d) for d in dims]))
+        codes.append(np.array(grid, dtype=np.int64).reshape(len(grid), len(genes)))
+        size = rng.uniform(0, 1, len(codes[-1]))
+        for j, name in enumerate(names):
+            value = size + rng.uniform(0, 0.6, len(size)) * (j + 1)
+            tables[name].append(np.round(value * 4) if integer else value)
+
+    def make(name: str):
+        def fn(G: np.ndarray) -> np.ndarray:
+            total = np.full(len(G), 1.0)
+            for genes, values in zip(slots, tables[name]):
+                dims = [space.sizes[g] for g in genes]
+                total = total + values[np.ravel_multi_index(G[:, list(genes)].T, dims) if genes else 0]
+            return total
+        return fn
+
+    return [Objective(name, make(name), maximize=(name == "accuracy"),
+                      additive=Additive(tuple(SlotTable(g, c, v) for g, c, v in zip(slots, codes, tables[name])),
+                                        constant=1.0))
+            for name in names]

@@ -4,11 +4,20 @@ State lives in the folder named by ``$FAKE_ADB_STATE``: ``state.json`` (serial, 
 latency model, disconnect_after), ``root/`` (the phone's file system: cpufreq and thermal files,
 pushed files) and ``calls.log`` (one JSON line per call, for the tests to inspect).
 
-Output formats follow the real tools: ``adb devices -l``, ``adb push`` ("FILE: 1 file pushed,
-0 skipped. X MB/s (N bytes in T s)"), toybox ``ls``/``cat``/``sha256sum``, and the verbose
-output of ``onnxruntime_perf_test -v`` in its newer form ("iteration: 1, time_cost: 0.0042 s",
-"(Warm-up) " on the warm-up run, then the summary lines of PerformanceRunner::Run and the
-latency percentiles of PerformanceResult::DumpToFile).
+Where each output format comes from (none was captured from a phone in this repository; each is
+written after the tool's source or documentation):
+
+- ``adb devices -l`` and ``adb push`` ("FILE: 1 file pushed, 0 skipped. X MB/s (N bytes in T s)"):
+  adb's client code (platform/packages/modules/adb, client/commandline.cpp and file_sync_client.cpp).
+- toybox ``ls``/``cat``/``sha256sum``/``rm`` and ``grep -H`` ("path:line", POSIX grep's multi-file form).
+- ``onnxruntime_perf_test``: the verbose per-run lines of PerformanceRunner (onnxruntime/test/perftest/
+  performance_runner.cc, "iteration: 1, time_cost: 0.0042 s", "(Warm-up) " on the warm-up run), its
+  summary lines, and the result file of PerformanceResult::DumpToFile (performance_result.cc: one
+  ``model,time_cost,peak_working_set,avg_cpu,run`` row per run, appended) with the percentiles on stdout.
+- the refusal of an .ort file made by another ONNX Runtime release is an approximation (state
+  ``tool_ort_version``): the real tool's wording differs between releases.
+
+Every call also appends to ``stdin.log`` whether the process's stdin was ``/dev/null``.
 """
 
 from __future__ import annotations
@@ -88,16 +97,27 @@ def cmd_chmod(args: list[str], state: dict) -> int:
 
 def perf_test(argv: list[str], state: dict) -> int:
     """Simulated onnxruntime_perf_test: latency grows with the .ort file size, lognormal jitter."""
-    model = argv[-1]
+    model, result_file = argv[-1], None
+    if len(argv) >= 2 and argv[-1].endswith(".csv"):  # positional: model_path [result_file]
+        model, result_file = argv[-2], argv[-1]
     if not dev_path(model).is_file():
         return out(err=f"Error: model file {model} does not exist\n", code=1)
+    tool_version, made_by = state.get("tool_ort_version"), state.get("ort_made_by")
+    if tool_version and made_by and tool_version.split(".")[:2] != made_by.split(".")[:2]:
+        return out(err=f"Error: ORT format model {model} was made by ONNX Runtime {made_by}, which this build "
+                       f"({tool_version}) does not support\n", code=1)
     runs = int(argv[argv.index("-r") + 1]) if "-r" in argv else 1000
     threads = argv[argv.index("-x") + 1] if "-x" in argv else "0"
     base = state["base_ms"] + state["ms_per_kb"] * dev_path(model).stat().st_size / 1024.0
     rng = random.Random(state["calls"])
     times = [base / 1000.0 * math.exp(rng.gauss(0.0, state["jitter"])) for _ in range(runs + 1)]
-    lines = [f"Setting intra_op_num_threads to {threads}", f"(Warm-up) iteration: 1, time_cost: {times[0]:.6g} s"]
-    lines += [f"iteration: {k + 1}, time_cost: {t:.6g} s" for k, t in enumerate(times[1:])]
+    lines = [f"Setting intra_op_num_threads to {threads}"]
+    if "-v" in argv:
+        lines += [f"(Warm-up) iteration: 1, time_cost: {times[0]:.6g} s"]
+        lines += [f"iteration: {k + 1}, time_cost: {t:.6g} s" for k, t in enumerate(times[1:])]
+    if result_file:
+        with open(dev_path(result_file), "a") as fh:
+            fh.writelines(f"{Path(model).stem},{t:.6g},28672000,24,{k}\n" for k, t in enumerate(times[1:]))
     total = sum(times[1:])
     srt = sorted(times[1:])
     lines += ["Session creation time cost: 0.0213 s", "First inference time cost: 6 ms",
@@ -126,15 +146,32 @@ def cmd_taskset(args: list[str], state: dict) -> int:
     return code
 
 
+def cmd_rm(args: list[str]) -> int:
+    for a in args:
+        if not a.startswith("-") and dev_path(a).is_file():
+            dev_path(a).unlink()
+    return 0
+
+
+def cmd_grep(args: list[str]) -> int:
+    files = [p for a in args[2:] for p in sh_glob(a)]
+    text = "".join(f"{p}:{line}\n" for p in files for line in dev_path(p).read_text().splitlines() if line)
+    return out(text, code=0 if text else 1)
+
+
 def shell(command: str, state: dict) -> int:
     argv = shlex.split(command)
+    if "&&" in argv:  # a chain: run each part, stop at the first failure (sh semantics)
+        cut = argv.index("&&")
+        code = shell(shlex.join(argv[:cut]), state)
+        return code if code else shell(shlex.join(argv[cut + 1:]), state)
     name, args = argv[0], argv[1:]
     if name == "getprop":
         return out({"ro.product.model": state["model"], "ro.product.cpu.abi": state["abi"]}.get(args[0], "") + "\n")
     if name == "mkdir":
         dev_path(args[-1]).mkdir(parents=True, exist_ok=True)
         return 0
-    simple = {"ls": cmd_ls, "cat": cmd_cat, "sha256sum": cmd_sha256sum}
+    simple = {"ls": cmd_ls, "cat": cmd_cat, "sha256sum": cmd_sha256sum, "rm": cmd_rm, "grep": cmd_grep}
     if name in simple:
         return simple[name](args)
     if name in ("chmod", "taskset"):
@@ -156,6 +193,11 @@ def main(argv: list[str]) -> int:
     state = load()
     with open(STATE / "calls.log", "a") as fh:
         fh.write(json.dumps(argv) + "\n")
+    devnull = os.stat(os.devnull)
+    stdin = os.fstat(0) if not sys.stdin.closed else None
+    closed = stdin is not None and (stdin.st_rdev, stdin.st_ino) == (devnull.st_rdev, devnull.st_ino)
+    with open(STATE / "stdin.log", "a") as fh:
+        fh.write(("devnull" if closed else "open") + "\n")
     connected = state.get("disconnect_after") is None or state["calls"] < state["disconnect_after"]
     if argv[:1] == ["devices"]:
         line = (f"{state['serial']}\tdevice usb:1-1 product:x1sxx model:{state['model'].replace('-', '_')} "
