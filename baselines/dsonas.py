@@ -6,8 +6,10 @@ for the lambdas and Nesterov SGD for the weights; the three stages (pretrain wit
 search with weights and lambdas updated on alternating batches from two halves of the data with
 paths of zero lambda removed every few epochs, hand-over); budget-aware penalty weights rescaled
 into [0.5 gamma, gamma]. Adapted to the block space (see docs/baselines.md): lambda per (layer,
-op) on each layer's residual branch, depth from surviving layers, one op per slot kept by
-projection, recorded in provenance with the other survivors.
+op) on each layer's residual branch, depth from surviving layers, one op per slot decided by
+stages of rising gamma (``baselines.sparsify``), whose path is recorded in provenance. Memory:
+per-op activation checkpointing, zero-lambda ops left out of the weight step, a batch chosen
+for ``memory_gb`` (``baselines.budget``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ ADAPTATION_PCDARTS = ("adapted from a cell space to a block space: alpha tied pe
                       "equal-width layers after the slot's first; see docs/baselines.md")
 ADAPTATION_DSONAS = ("adapted from a cell space to a block space: lambda per (layer, candidate op) on each "
                      "layer's residual branch, depth from surviving layers (first layer kept), one op per slot "
-                     "by projection; see docs/baselines.md")
+                     "by staged sparsification (projection only for ties); see docs/baselines.md")
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

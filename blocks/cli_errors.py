@@ -133,9 +133,13 @@ class _CtrlC:
         self.prog, self.previous, self.reported = prog, None, False
 
     def _exit_now(self) -> None:
+        import multiprocessing
+
         if not self.reported:
             self.reported = True
             print(f"{self.prog}: {INTERRUPTED}", file=sys.stderr, flush=True)
+        for child in multiprocessing.active_children():  # process-pool workers would outlive us, unlocked
+            child.terminate()
         os._exit(EXIT_INTERRUPTED)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:

@@ -33,15 +33,16 @@ def _finetune(args: argparse.Namespace) -> int:
     print(f"\nfinetuned {m['key']} for {m['epochs']} epochs from {m['init']} weights: val accuracy "
           f"{m['val_accuracy']:.4f} (predicted {_opt(m['predicted_accuracy'])}), "
           f"test accuracy {m['test_accuracy']:.4f}")
-    print(f"latency on {m['latency_device']}: measured {m['measured_ms']:.4f} ms (table predicted "
-          f"{_opt(m['predicted_ms'])} ms); ONNX agrees with torch on {m['onnx_torch_top1_agreement']:.2%} "
-          "of test top-1")
+    measured = (f"measured {m['measured_ms']:.4f} ms" if m.get("measured_ms") is not None else
+                f"not measured here; run on the device machine: {m.get('measure_command')}")
+    print(f"latency on {m['latency_device']}: {measured} (table predicted {_opt(m['predicted_ms'])} ms); ONNX "
+          f"agrees with torch on {m['onnx_torch_top1_agreement']:.2%} of test top-1")
     print(f"report: {m['out']}/report.md")
     return 0
 
 
 def _opt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    return "n/a" if value is None or value != value else f"{value:.4f}"  # None or NaN: not available
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -49,7 +50,9 @@ def _run(args: argparse.Namespace) -> int:
     from donna.run_all import run_pipeline
 
     report = run_pipeline(args.workdir, *run_configs(args), progress=not args.quiet)
-    print(f"\nwhole pipeline done in {report['seconds']:.0f} s; report: {report['report']}")
+    print(f"\nwhole pipeline done in {report['seconds']:.0f} s; finetune report: {report['report']}")
+    if report.get("run_report"):
+        print(f"the whole run on one page: {report['run_report']}")
     return 0
 
 
@@ -66,7 +69,7 @@ def _search(args: argparse.Namespace) -> int:
         return 1
     sel = out.selected
     print(f"\nfront of {len(out.rows)} architectures; selected {sel['key']}: predicted accuracy "
-          f"{sel['predicted_accuracy']:.4f}, measured {sel['measured_ms']:.4f} ms "
+          f"{sel['predicted_accuracy']:.4f}, measured {_opt(sel.get('measured_ms'))} ms "
           f"(target {args.target_ms} ms, table predicted {sel['predicted_ms']:.4f} ms)")
     print(f"  {sel['arch']}")
     print(f"written: {out.paths['pareto.csv'].parent}/ (pareto.csv, pareto.png, selected.json, pareto/*.json)")

@@ -142,7 +142,8 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=latency_device, default=SearchConfig.device,
                         help="latency device profile (latency devices)")
     parser.add_argument("--target-ms", type=finite_float(0.0), required=True, help="latency budget in milliseconds")
-    parser.add_argument("--searcher", default=SearchConfig.searcher, help="nsga2, random, pc-darts, dso-nas")
+    parser.add_argument("--searcher", default=SearchConfig.searcher,
+                        help="nsga2, random, exact (whole front, additive objectives), pc-darts, dso-nas")
     parser.add_argument("--name", type=run_name, default=None,
                         help="output folder search/NAME (default: the searcher's name)")
     parser.add_argument("--latency", choices=("table", "measure"), default=SearchConfig.latency,
@@ -153,6 +154,8 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measure-max", type=int_at_least(1), default=SearchConfig.measure_max,
                         help="front members measured on the device (nearest the target first)")
     parser.add_argument("--force-table", action="store_true", help="accept a table from another device fingerprint")
+    parser.add_argument("--no-measure", action="store_true", help="select on predicted latency and print the command "
+                        "that measures the front on the device machine")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a searcher setting, e.g. --set epochs=5 (pc-darts), --set latency_weight=0.1 "
                         "(opt-in latency penalty), --set search_epochs=10 (dso-nas); repeatable")
@@ -300,7 +303,8 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
     return SearchConfig(device=args.device, target_ms=args.target_ms, searcher=args.searcher, name=args.name,
                         latency=args.latency,
                         pop_size=args.pop_size, generations=args.generations, seed=args.seed,
-                        measure_max=args.measure_max, force_table=args.force_table)
+                        measure_max=args.measure_max, force_table=args.force_table,
+                        no_measure=getattr(args, "no_measure", False))
 
 
 def add_finetune_args(parser: argparse.ArgumentParser, with_common: bool = True) -> None:

@@ -31,14 +31,14 @@ TINY = {
     "slots": [{"stride": 1, "out_channels": 8}, {"stride": 2, "out_channels": 16}],
 }
 QUICK_PROTOCOL = {"min_time_s": 0.01, "max_time_s": 0.5, "min_samples": 20, "warmup_max_s": 0.2}
-BUILD = ["--teacher-epochs", "2", "--bkd-epochs", "1", "--labels", "6", "--label-epochs", "1", "--quiet"]
+BUILD = ["--data", "digits", "--teacher-epochs", "2", "--bkd-epochs", "1", "--labels", "6", "--label-epochs", "1", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     """A finished tiny run folder: build-predictor, a quick latency table, search and finetune (about 40 s)."""
-    from blocks import get_space
+    from donna.search_stage import run_space
     from latency import build_latency_table
 
     root = tmp_path_factory.mktemp("finished")
@@ -46,7 +46,7 @@ def finished(tmp_path_factory) -> Path:
     space_file.write_text(json.dumps({"tiny-bad-inputs": TINY}))
     work = root / "work"
     assert donna_main(["build-predictor", "--workdir", str(work), "--space", str(space_file), *BUILD]) == 0
-    build_latency_table(get_space(space_file), "cpu", work / "latency" / "cpu", n_calibration=4, n_validation=4,
+    build_latency_table(run_space(work), "cpu", work / "latency" / "cpu", n_calibration=4, n_validation=4,
                         n_repeat=1, protocol=QUICK_PROTOCOL, progress=False, cache_dir=work / "latency" / "exports")
     assert donna_main(["search", "--workdir", str(work), "--target-ms", "100", "--pop-size", "8", "--generations",
                        "3", "--measure-max", "3", "--quiet"]) == 0
@@ -245,7 +245,7 @@ def test_ctrl_c_during_distillation_returns_within_seconds(tmp_path):
     space_file.write_text(json.dumps({"tiny-ctrl-c": TINY}))
     work = tmp_path / "work"
     argv = [sys.executable, "-m", "donna.cli", "build-predictor", "--workdir", str(work), "--space", str(space_file),
-            "--teacher-epochs", "1", "--bkd-epochs", "500", "--quiet"]
+            "--data", "digits", "--teacher-epochs", "1", "--bkd-epochs", "500", "--quiet"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     deadline = time.monotonic() + 240
     while not (work / "teacher.json").is_file() and proc.poll() is None and time.monotonic() < deadline:

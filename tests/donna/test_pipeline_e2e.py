@@ -137,3 +137,28 @@ def test_torchvision_teacher_without_weights_is_refused(tmp_path):
     cfg = PredictorRunConfig(space="mbconv-imagenet-mbv2", teacher=TeacherConfig(source="mobilenet_v2"))
     with pytest.raises(ValueError, match="needs --teacher-weights"):
         build_predictor(tmp_path, cfg, progress=False)
+
+
+def test_labels_do_not_depend_on_the_executor(run, tmp_path):
+    """Every label job seeds what it draws: worker processes give the in-process labels."""
+    import shutil
+
+    from donna.data import get_dataset
+    from donna.labels import make_labels
+    from donna.nsr import load_nsr_table
+    from donna.teacher import get_teacher
+
+    workdir, _, cfg = run
+    space = get_space(workdir.parent / "tiny.json")
+    data = get_dataset("digits", input_size=16, seed=0)
+    teacher = get_teacher(cfg.teacher, space, data, workdir, progress=False)
+    frames = {}
+    for executor in ("inprocess", "processes"):
+        copy = tmp_path / executor
+        shutil.copytree(workdir / "library", copy / "library")
+        label_cfg = LabelConfig(num_labels=2, epochs=1, train_samples=300, executor=executor, seed=3)
+        frames[executor] = make_labels(label_cfg, space, teacher, data, copy, load_nsr_table(workdir), progress=False)
+    a, b = (frames[e].sort_values("key").reset_index(drop=True) for e in ("inprocess", "processes"))
+    assert list(a["key"]) == list(b["key"]) and len(a) == 2
+    assert (a["accuracy"] - b["accuracy"]).abs().max() < 1e-6
+    assert (a["bkd_accuracy"] - b["bkd_accuracy"]).abs().max() < 1e-6
