@@ -31,7 +31,8 @@ TINY = {
     "slots": [{"stride": 1, "out_channels": 8}, {"stride": 2, "out_channels": 16}],
 }
 QUICK_PROTOCOL = {"min_time_s": 0.01, "max_time_s": 0.5, "min_samples": 20, "warmup_max_s": 0.2}
-BUILD = ["--data", "digits", "--teacher-epochs", "2", "--bkd-epochs", "1", "--labels", "6", "--label-epochs", "1", "--quiet"]
+BUILD = ["--data", "digits",  # the fast smoke data set
+         "--teacher-epochs", "2", "--bkd-epochs", "1", "--labels", "6", "--label-epochs", "1", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
