@@ -26,6 +26,16 @@ def _as_number(value: Any, field_name: str, where: str) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
 
 
+# Size limits, checked before anything is built or allocated (a typo like depth 100000 fails at once).
+LIMITS = {"kernel": 31, "depth": 64, "out_channels": 16384, "expansion": 64, "input_size": 4096,
+          "num_classes": 100_000, "in_channels": 64, "channels": 16384, "blocks": 64, "stem": 16}
+
+
+def _check_limit(field_name: str, value: int | float, where: str) -> None:
+    if value > LIMITS[field_name]:
+        _fail(field_name, value, f"at most {LIMITS[field_name]} (blocks.ir.LIMITS)", where)
+
+
 def _as_int(value: Any, field_name: str, where: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         _fail(field_name, value, f"an integer >= {minimum}", where)
@@ -69,8 +79,11 @@ class BlockSpec:
         _as_int(self.out_channels, "out_channels", where)
         _as_int(self.depth, "depth", where)
         expansion = _as_number(self.expansion, "expansion", where)
-        if expansion <= 0:
+        if not expansion > 0:  # NaN fails here too
             _fail("expansion", expansion, "a number > 0", where)
+        for name, value in (("kernel", kernel), ("depth", self.depth), ("out_channels", self.out_channels),
+                            ("expansion", expansion)):
+            _check_limit(name, value, where)
         se = float(_as_number(self.se, "se", where))
         if not 0.0 <= se < 1.0:
             _fail("se", se, "a ratio in [0, 1); 0 turns squeeze-and-excitation off", where)
@@ -122,6 +135,7 @@ class HeadSpec:
         where = "HeadSpec"
         if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 0:
             _fail("channels", self.channels, "an integer >= 0 (0 = no 1x1 conv)", where)
+        _check_limit("channels", self.channels, where)
         if self.act not in ACTIVATIONS:
             _fail("act", self.act, ", ".join(ACTIVATIONS), where)
         dropout = float(_as_number(self.dropout, "dropout", where))
@@ -159,11 +173,12 @@ class Arch:
 
     def __post_init__(self) -> None:
         where = "Arch"
-        _as_int(self.input_size, "input_size", where)
-        _as_int(self.num_classes, "num_classes", where)
-        _as_int(self.in_channels, "in_channels", where)
+        for name in ("input_size", "num_classes", "in_channels"):
+            _check_limit(name, _as_int(getattr(self, name), name, where), where)
         object.__setattr__(self, "stem", tuple(self.stem))
         object.__setattr__(self, "blocks", tuple(self.blocks))
+        _check_limit("blocks", len(self.blocks), where)
+        _check_limit("stem", len(self.stem), where)
         if not self.blocks:
             raise ValueError("Arch: blocks is empty; an architecture needs at least one block slot")
         for name in ("stem", "blocks"):

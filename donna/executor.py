@@ -88,9 +88,12 @@ class ThreadExecutor(Executor):
 
 
 def _worker_init() -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it cancels and cleans up
 
 
 class ProcessExecutor(Executor):

@@ -148,7 +148,11 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
     workdir = Path(workdir)
     data, teacher, space = _run_inputs(workdir)
     arch = resolve_run_arch(workdir, cfg.arch, space)
-    out = workdir / "finetune" / (arch.key if cfg.init == "bkd" else f"{arch.key}-{cfg.init}")
+    fp = finetune_fingerprint(workdir, arch, cfg)
+    out = output_folder(workdir, arch, cfg, fp)
+    done = read_json(out / "metrics.json")
+    if done is not None and done.get("fingerprint") == fp and (out / "model.onnx").is_file():
+        return {**done, "out": str(out), "skipped": True}  # finished with these inputs: nothing is redone
     unreachable = unreachable_reason(cfg.latency_device)  # checked before training: a profile typo fails now
     save_config(workdir, "finetune", asdict(cfg))
     start = time.perf_counter()
@@ -168,12 +172,32 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
         "predicted_ms": _predicted_ms(workdir, arch, cfg.latency_device),
         **_measure(onnx_path, cfg.latency_device, unreachable, workdir, out),
         "latency_device": cfg.latency_device, "params": params, "macs": macs, "train_seconds": seconds,
-        "history": asdict(history), **check_onnx_top1(onnx_path, model, data.test),
+        "history": asdict(history), **check_onnx_top1(onnx_path, model, data.test), "fingerprint": fp,
     }
     write_json(out / "metrics.json", metrics)
+    for checkpoint in out.glob("checkpoint-*.pt"):  # the stage is done: its resume points go
+        checkpoint.unlink(missing_ok=True)
     _plot_curve(history, out / "curve.png", arch.key)
     atomic_write_text(out / "report.md", render_report(metrics))
     return {**metrics, "out": str(out)}
+
+
+def finetune_fingerprint(workdir: Path, arch: Arch, cfg: FinetuneConfig) -> str:
+    """What a finetune's outputs depend on: the architecture, the recipe, the teacher and the block library."""
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("arch", "device", "latency_device")}
+    library = [(read_json(p) or {}).get("fingerprint") for p in sorted((workdir / "library").glob("slot*.json"))]
+    teacher = (read_json(workdir / "teacher.json") or {}).get("fingerprint")
+    return fingerprint({"arch": arch.key, "recipe": recipe, "library": library, "teacher": teacher})
+
+
+def output_folder(workdir: Path, arch: Arch, cfg: FinetuneConfig, fp: str) -> Path:
+    """``finetune/<key>/`` (``<key>-scratch`` from scratch); a finished result of other inputs there is kept and
+    this one goes to ``finetune/<key>-<fingerprint>/``, so no finished model is ever replaced by another."""
+    out = workdir / "finetune" / (arch.key if cfg.init == "bkd" else f"{arch.key}-{cfg.init}")
+    done = read_json(out / "metrics.json")
+    if done is not None and done.get("fingerprint") != fp:
+        return out.with_name(f"{out.name}-{fp[:8]}")
+    return out
 
 
 def _measure(onnx_path: Path, device: str, unreachable: str | None, workdir: Path, out: Path) -> dict[str, Any]:

@@ -135,6 +135,9 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("device", "executor")}  # what changes labels
     fp = fingerprint({"labels": recipe, "nsr": fingerprint(nsr_table.to_dict("list")), "data": data.describe()})
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    if len(done) and ({"key", "accuracy", "fingerprint"} - set(done.columns)
+                      or done[["key", "accuracy", "fingerprint"]].isna().any().any()):
+        raise ValueError(f"{path} is damaged (a column or a value is missing); delete it to relabel")
     if len(done) and (done["fingerprint"] != fp).any():
         raise ValueError(f"{path} holds labels made with other settings or another NSR table; delete it to relabel")
     archs = sample_archs(space, nsr_table, cfg)

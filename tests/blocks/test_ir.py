@@ -115,3 +115,15 @@ def test_head_validation():
         HeadSpec(channels=8, dropout=1.2)
     with pytest.raises(ValueError, match="channels"):
         HeadSpec(channels=-1)
+
+
+def test_sizes_beyond_the_limits_are_refused_before_building():
+    from blocks.ir import LIMITS, BlockSpec
+
+    with pytest.raises(ValueError, match=r"depth 100000 is not allowed; allowed: at most 64"):
+        BlockSpec(type="ir", kernel=3, stride=1, out_channels=16, depth=100000)
+    with pytest.raises(ValueError, match="out_channels"):
+        BlockSpec(type="ir", kernel=3, stride=1, out_channels=LIMITS["out_channels"] + 1)
+    with pytest.raises(ValueError, match="expansion nan"):
+        BlockSpec(type="ir", kernel=3, stride=1, out_channels=16, expansion=float("nan"))
+    BlockSpec(type="ir", kernel=LIMITS["kernel"], stride=1, out_channels=16, depth=LIMITS["depth"])  # at the limit
