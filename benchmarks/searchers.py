@@ -40,6 +40,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+import baselines  # noqa: E402,F401  (registers pc-darts and dso-nas before donna.search_stage asks about them)
 from donna import search_stage  # noqa: E402
 from donna.finetune_stage import FinetuneConfig, run_finetune  # noqa: E402
 from donna.runfolder import read_json  # noqa: E402

@@ -239,13 +239,14 @@ def load_glyphs(input_size: int = 32, seed: int = 0, in_channels: int = 3, val_f
     if samples < 10 * len(CHARACTERS):
         raise ValueError(f"glyphs: samples {samples} is too few for {len(CHARACTERS)} classes in three splits; "
                          f"use at least {10 * len(CHARACTERS)}")
-    raw, labels = cached_generate(samples, seed)
-    images = resize_images(raw.float() / 255.0, input_size, in_channels) if (
-        input_size != raw.shape[-1] or in_channels != 3) else raw
+    images, labels = cached_generate(samples, seed)
+    if input_size != images.shape[-1] or in_channels != images.shape[1]:  # resized in chunks, kept as uint8
+        images = torch.cat([(resize_images(chunk.float() / 255.0, input_size, in_channels) * 255).round()
+                            .clamp(0, 255).to(torch.uint8) for chunk in images.split(1024)])
     idx = stratified_split(labels.numpy(), (val_fraction, test_fraction), seed)
-    train = images[idx[0]].float()
-    train = train / 255.0 if images.dtype == torch.uint8 else train
+    train = images[idx[0]].float() / 255.0
     mean, std = tuple(train.mean((0, 2, 3)).tolist()), tuple(train.std((0, 2, 3)).tolist())
+    del train
 
     def part(i: int) -> TensorSplit:
         return TensorSplit(images[idx[i]], labels[idx[i]], mean, std)

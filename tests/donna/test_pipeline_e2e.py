@@ -134,7 +134,8 @@ def test_finetune_killed_mid_epoch_resumes_and_finishes(run, monkeypatch):
 
 
 def test_torchvision_teacher_without_weights_is_refused(tmp_path):
-    cfg = PredictorRunConfig(space="mbconv-imagenet-mbv2", teacher=TeacherConfig(source="mobilenet_v2"))
+    cfg = PredictorRunConfig(space="mbconv-imagenet-mbv2", data=DataConfig(name="digits"),
+                             teacher=TeacherConfig(source="mobilenet_v2"))
     with pytest.raises(ValueError, match="needs --teacher-weights"):
         build_predictor(tmp_path, cfg, progress=False)
 
