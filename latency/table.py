@@ -38,6 +38,9 @@ def fit_calibration(sums_ms, measured_ms) -> dict:
         raise LatencyError(f"calibration needs at least 2 measured architectures, got {s.size}")
     design = np.stack([1.0 / y, s / y], axis=1)
     (intercept, scale), *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
+    if not scale > 0:  # a few noisy architectures can tilt the line; a slower sum is never a faster network
+        ratio = s / y
+        intercept, scale = 0.0, float(ratio.sum() / (ratio ** 2).sum())
     return {"intercept_ms": float(intercept), "scale": float(scale), "n": int(s.size)}
 
 

@@ -105,3 +105,12 @@ def test_phone_disconnect_keeps_rows_and_resumes(fake_phone, mini_space, tmp_pat
     after = {r["job"]: r for r in read_jsonl(tmp_path / "rows.jsonl") if r["job"] != "meta"}
     assert all(after[r["job"]]["time"] == r["time"] for r in before)  # nothing measured twice
     assert table.fingerprint["model"] == "SM-G981B" and table.fingerprint["cores"] == [4, 5, 6, 7]
+
+
+def test_calibration_scale_stays_positive_on_noisy_points():
+    from latency.table import fit_calibration
+
+    tilted = fit_calibration([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.5, 2.0])  # slower sums measured faster: noise
+    assert tilted["scale"] > 0 and tilted["intercept_ms"] == 0.0
+    clean = fit_calibration([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])
+    assert np.isclose(clean["scale"], 1.0) and np.isclose(clean["intercept_ms"], 0.5)
