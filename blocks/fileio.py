@@ -9,18 +9,33 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yields a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
-    A crash or exception inside the block leaves ``path`` as it was and removes the temporary file.
+    The file is flushed to disk (fsync) before the rename and gets the permissions of a plain ``open`` under the
+    user's umask (a colleague in the group can read it; ``mkstemp`` alone would leave 0600). A crash or exception
+    inside the block leaves ``path`` as it was and removes the temporary file.
+
+    Args:
+        path: the final destination.
+        suffix: suffix of the temporary file name (some writers look at the extension).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

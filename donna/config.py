@@ -63,7 +63,7 @@ class BKDConfig:
     mode: str = "supernet"  # supernet (nested weight sharing, OFA-style) or independent (every option its own weights)
     sampling: str = "sandwich"  # supernet options per step: sandwich (largest + smallest + random) or uniform (one)
     random_per_step: int = 2  # sandwich: uniformly sampled options trained beside the largest and the smallest
-    epochs: int = 6  # passes over the training split (DNA: 20 per stage on ImageNet)
+    epochs: int = 4  # passes over the training split (DNA: 20 per stage on ImageNet)
     lr: float = 3e-3  # Adam learning rate (DNA: 2e-3 to 5e-3)
     weight_decay: float = 1e-4  # Adam (L2) weight decay, as DNA
     lr_decay: float = 0.9  # learning rate factor applied after every epoch, as DNA
