@@ -225,3 +225,17 @@ def finite_float(low: float = 0.0, high: float | None = None, low_open: bool = T
 
     parse.__name__ = "number"
     return parse
+
+
+def space_arg(text: str) -> str:
+    """An argparse ``type``: a shipped space name or a space JSON file that parses."""
+    from blocks import get_space
+
+    try:
+        get_space(text)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
+        kind = "" if isinstance(err, ValueError) else f"{type(err).__name__}: "
+        raise argparse.ArgumentTypeError(f"{text}: not a valid search space ({kind}{err})") from None
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
+    return text

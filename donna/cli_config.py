@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from blocks.cli_errors import finite_float, int_at_least
+from blocks.cli_errors import finite_float, int_at_least, space_arg
 from donna.config import BKDConfig, DataConfig, ScoreConfig, TeacherConfig
 from donna.finetune_stage import FinetuneConfig
 from donna.labels import LabelConfig
@@ -53,20 +53,6 @@ def train_device(text: str) -> str:
         raise argparse.ArgumentTypeError(f"unknown training device {text!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"{text!r} asked for, but CUDA is not available here; use auto or cpu")
-    return text
-
-
-def space_arg(text: str) -> str:
-    """An argparse ``type``: a shipped space name or a space JSON file that parses."""
-    from blocks import get_space
-
-    try:
-        get_space(text)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
-        kind = "" if isinstance(err, ValueError) else f"{type(err).__name__}: "
-        raise argparse.ArgumentTypeError(f"{text}: not a valid search space ({kind}{err})") from None
-    except OSError as err:
-        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
     return text
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from blocks.cli_errors import OneLineParser, int_at_least, run_guarded
+from blocks.cli_errors import OneLineParser, int_at_least, run_guarded, space_arg
 
 from .errors import LatencyError
 
@@ -39,18 +39,6 @@ def _device(text: str) -> str:
     return text
 
 
-def _space(text: str) -> str:
-    from blocks import get_space
-
-    try:
-        get_space(text)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
-        raise argparse.ArgumentTypeError(f"{text}: not a valid search space ({err})") from None
-    except OSError as err:
-        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
-    return text
-
-
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="latency", description="Measure what a network costs on a device.")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -64,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print a JSON list, one object per model")
     table = sub.add_parser("table", help="build (or resume) a per-block latency table")
     table.add_argument("--device", type=_device, default="cpu")
-    table.add_argument("--space", type=_space, default="mbconv-tiny", help="search space name or JSON file")
+    table.add_argument("--space", type=space_arg, default="mbconv-tiny", help="search space name or JSON file")
     table.add_argument("--out", type=Path, default=None, help="folder (default runs/latency/<device>-<space>)")
     table.add_argument("--num-classes", type=int_at_least(1), default=None,
                        help="classes of the run's data set when they differ from the space's (changes the head)")
