@@ -200,6 +200,7 @@ class SupernetSearcher(Searcher):
                 for p in updated:
                     p.grad = None
 
+        before = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss_bytes()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             fit = fit_step_memory(step_at, device, extra=momentum)
         with torch.no_grad():
@@ -215,7 +216,7 @@ class SupernetSearcher(Searcher):
                           f"searching at batch {batch}", stacklevel=3)
         self.memory = {"budget_gb": round(budget / GIB, 4), "budget_from": source, "batch_size": batch,
                        "requested_batch_size": cfg.batch_size, "predicted_peak_gb": round(fit.predict(batch) / GIB, 4),
-                       "step_fit": fit.to_dict()}
+                       "step_fit": fit.to_dict(), "peak_before_probe_gb": round(before / GIB, 4)}
         self._reset_peak(device)
         return batch
 
@@ -227,14 +228,20 @@ class SupernetSearcher(Searcher):
             reset_peak_rss()
 
     def _record_peak(self, device: torch.device) -> None:
-        """Adds the measured peak since ``choose_batch`` to ``self.memory``."""
+        """Adds the measured peak of the search (after ``choose_batch``) and of the whole process to ``self.memory``.
+
+        Measuring the probes resets the kernel's peak (``VmHWM``, which ``/usr/bin/time`` and
+        ``ru_maxrss`` also read), so the peak before the probes is kept and reported with it.
+        """
         if self.memory is None:
             return
         if device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated"
         else:
             peak, kind = peak_rss_bytes(), "process peak resident set (VmHWM) since the batch was chosen"
-        self.memory.update({"peak_gb": round(peak / GIB, 4), "peak_measure": kind})
+        whole = max(peak / GIB, self.memory["peak_before_probe_gb"])
+        self.memory.update({"peak_gb": round(peak / GIB, 4), "peak_measure": kind,
+                            "process_peak_gb": round(whole, 4)})
 
     def cost_fn(self, space: SearchSpace) -> tuple[OpCost, str]:
         """The cost function in use and its unit (``"ms"`` when given, ``"macs"`` by default)."""

@@ -75,7 +75,8 @@ def child(name: str, space_name: str, batch: int, checkpointing: bool, steps: in
             searcher._weight_step(model, data[2 * i], built[1], device)
             searcher._lambda_step(model, data[2 * i + 1], built[2], device)
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # choose_batch reset the kernel's peak for its probes; the peak before them is in its record
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, searcher.memory["peak_before_probe_gb"] * GIB)
     return {**row, "peak_mib": peak / MIB, "step_s": statistics.median(times[1:] or times), "steps": steps}
 
 
