@@ -6,7 +6,8 @@ glibc's free pages handed back first (``malloc_trim``) so that freed activations
 heap. On CUDA it is ``torch.cuda.max_memory_allocated``. A step's peak is modelled as
 ``base + extra + fixed + per_sample * batch``: ``base`` is what is held before the step, ``extra``
 state the step does not allocate yet (optimiser momentum), ``fixed + per_sample * batch`` the
-step's own peak, fitted on the two probes.
+step's own peak, fitted on the two probes; a prediction adds ``SLACK`` and scales the step's part
+by ``MARGIN``. Resetting ``VmHWM`` also resets what ``ru_maxrss`` and ``/usr/bin/time`` report.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ CPU_SHARE = 0.5  # default CPU budget: what the process holds plus this share of
 CUDA_SHARE = 0.8  # default CUDA budget: what torch holds plus this share of the device's free memory
 PROBE_BATCHES = (4, 16)  # the two batches a step is measured at
 MARGIN = 1.1  # the predicted step peak is scaled by this before it is compared with a budget
+SLACK = 64 * 2 ** 20  # bytes added for what a whole search holds beyond one probed step (data batches, allocator)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 HEAP_MMAP_THRESHOLD = 128 * 1024  # blocks from this size are mmapped (glibc's default, here fixed)
 
@@ -147,8 +149,8 @@ class StepMemory:
     probes: dict[int, int] = field(default_factory=dict)  # batch -> measured peak over base
 
     def predict(self, batch: int) -> int:
-        """Predicted peak at ``batch``, the step's own part scaled by ``MARGIN``."""
-        return int(self.base + self.extra + MARGIN * (self.fixed + self.per_sample * batch))
+        """Predicted peak at ``batch``: held + extra + ``SLACK`` + the step's own part scaled by ``MARGIN``."""
+        return int(self.base + self.extra + SLACK + MARGIN * (self.fixed + self.per_sample * batch))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, in GB."""
@@ -191,5 +193,5 @@ def largest_batch(step: StepMemory, budget: int, max_batch: int, searcher: str, 
                          f"set memory_gb>={math.ceil(need / GIB * 100) / 100:.2f}{hints}")
     if step.per_sample <= 0:
         return max_batch
-    room = (budget - step.base - step.extra) / MARGIN - step.fixed
+    room = (budget - step.base - step.extra - SLACK) / MARGIN - step.fixed
     return int(max(1, min(max_batch, math.floor(room / step.per_sample))))

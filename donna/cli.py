@@ -38,6 +38,10 @@ def _finetune(args: argparse.Namespace) -> int:
     print(f"latency on {m['latency_device']}: {measured} (table predicted {_opt(m['predicted_ms'])} ms); ONNX "
           f"agrees with torch on {m['onnx_torch_top1_agreement']:.2%} of test top-1")
     print(f"report: {m['out']}/report.md")
+    if m.get("target_ms") is not None:
+        verdict = {True: "PASS", False: "FAIL", None: "not measured here"}[m.get("target_met")]
+        print(f"latency target {m['target_ms']} ms on {m['latency_device']}: {verdict} "
+              f"(measured {_opt(m.get('measured_ms'))} ms)")
     return 0
 
 

@@ -174,6 +174,7 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
         "latency_device": cfg.latency_device, "params": params, "macs": macs, "train_seconds": seconds,
         "history": asdict(history), **check_onnx_top1(onnx_path, model, data.test), "fingerprint": fp,
     }
+    metrics.update(target_verdict(workdir, metrics))
     write_json(out / "metrics.json", metrics)
     for checkpoint in out.glob("checkpoint-*.pt"):  # the stage is done: its resume points go
         checkpoint.unlink(missing_ok=True)
@@ -198,6 +199,17 @@ def output_folder(workdir: Path, arch: Arch, cfg: FinetuneConfig, fp: str) -> Pa
     if done is not None and done.get("fingerprint") != fp:
         return out.with_name(f"{out.name}-{fp[:8]}")
     return out
+
+
+def target_verdict(workdir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The search's latency target (when the run has one for this device) and whether the final model meets it.
+
+    ``target_met`` is None when there is no target or nothing was measured here.
+    """
+    search = (read_json(workdir / "config.json") or {}).get("search") or {}
+    target = search.get("target_ms") if search.get("device") == metrics["latency_device"] else None
+    met = None if target is None or metrics.get("measured_ms") is None else bool(metrics["measured_ms"] <= target)
+    return {"target_ms": target, "target_met": met}
 
 
 def _measure(onnx_path: Path, device: str, unreachable: str | None, workdir: Path, out: Path) -> dict[str, Any]:
@@ -271,6 +283,8 @@ def render_report(m: dict[str, Any]) -> str:
         f"| accuracy | {_fmt(m['predicted_accuracy'], '.4f')} (predictor, val) | {m['val_accuracy']:.4f} val, "
         f"{m['test_accuracy']:.4f} test |",
         f"| latency on `{m['latency_device']}` | {_fmt(m['predicted_ms'], '.4f')} ms (table) | {latency} |",
+        f"| latency target | {_fmt(m.get('target_ms'), '.4f')} ms | "
+        f"{ {True: 'PASS', False: 'FAIL', None: 'n/a'}[m.get('target_met')]} |",
         "", f"- params {m['params']:,}, MACs {m['macs']:,}; teacher val accuracy {m['teacher_val_accuracy']:.4f}",
         f"- {m['epochs']} epochs from {m['init']} initialisation in {m['train_seconds']:.0f} s",
         f"- ONNX Runtime agrees with torch on top-1 for {m['onnx_torch_top1_agreement']:.2%} of the "

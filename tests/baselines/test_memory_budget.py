@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import baselines  # noqa: F401  (registers the searchers)
-from baselines.budget import GIB, StepMemory, fit_step_memory, largest_batch
+from baselines.budget import GIB, MARGIN, SLACK, StepMemory, fit_step_memory, largest_batch
 from baselines.common import frozen
 from baselines.dsonas import DSONASNet
 from baselines.pcdarts import PCDartsNet
@@ -110,7 +110,7 @@ def test_a_small_budget_picks_a_smaller_batch_and_an_impossible_one_gets_one_lin
     memory = result.settings["memory"]
     assert memory["batch_size"] == 64 and memory["budget_from"] == "memory_gb" and memory["peak_gb"] > 0
     fit = memory["step_fit"]
-    budget = fit["base_gb"] + fit["extra_gb"] + 1.1 * (fit["fixed_gb"] + 16 * fit["per_sample_gb"])
+    budget = fit["base_gb"] + fit["extra_gb"] + SLACK / GIB + MARGIN * (fit["fixed_gb"] + 16 * fit["per_sample_gb"])
     tight = create_searcher(name, data=digits32, memory_gb=budget, **settings)
     with pytest.warns(UserWarning, match="does not fit"):
         chosen = tight.search(space, progress=False).settings["memory"]["batch_size"]

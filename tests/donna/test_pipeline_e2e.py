@@ -82,6 +82,7 @@ def test_finetune_exports_onnx_that_agrees_with_torch(run):
     metrics = run_finetune(workdir, FinetuneConfig(epochs=1, latency_device="cpu"), progress=False)
     assert metrics["onnx_torch_top1_agreement"] == 1.0
     assert metrics["examples"] > 100 and metrics["measured_ms"] > 0
+    assert metrics["target_ms"] == 100.0 and metrics["target_met"] is (metrics["measured_ms"] <= 100.0)
     out = workdir / "finetune" / metrics["key"]
     for name in ("model.pt", "model.onnx", "metrics.json", "report.md", "curve.png"):
         assert (out / name).is_file(), name
