@@ -13,7 +13,8 @@ from search import create_searcher
 
 STEPS = {
     "pc-darts": {"epochs": 1, "warmup_epochs": 0, "batch_size": 4, "max_steps_per_epoch": 1},
-    "dso-nas": {"pretrain_epochs": 1, "search_epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1},
+    "dso-nas": {"pretrain_epochs": 1, "search_epochs": 1, "batch_size": 4, "max_steps_per_epoch": 1,
+                "sparsify_stages": 2},  # the stages' path is tested on the tiny space (test_sparsify.py)
 }
 
 
