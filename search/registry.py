@@ -38,4 +38,6 @@ def create_searcher(name: str, **settings: Any) -> Searcher:
 
 def needs_additive(name: str) -> bool:
     """Whether searcher ``name`` needs objectives with per-slot tables (``Objective.additive``)."""
+    if name not in SEARCHERS:  # not registered (yet): create_searcher names the known ones when it is asked for
+        return False
     return bool(getattr(SEARCHERS.get(name), "needs_additive", False))

@@ -167,7 +167,7 @@ CASES = [
     Case("config-without-data", [*FINETUNE, "--epochs", "1"], "has no 'data' section", _drop_config_section("data")),
     Case("config-without-run", [*SEARCH, "--target-ms", "100"], "has no 'run' section", _drop_config_section("run")),
     Case("teacher-truncated", [*FINETUNE, "--epochs", "1"], "teacher.pt is corrupt", _truncate("teacher.pt")),
-    Case("slot-weights-garbage", [*FINETUNE, "--epochs", "1"], "slot0.pt is corrupt",
+    Case("slot-weights-garbage", [*FINETUNE, "--epochs", "2"], "slot0.pt is corrupt",  # a new recipe: assembles
          lambda w, t: (w / "library" / "slot0.pt").write_bytes(b"not a checkpoint")),
     Case("workdir-is-a-file", ["search", "--workdir", "{tmp}/afile", "--target-ms", "1"], "is a file",
          _write("afile", "x")),

@@ -102,4 +102,4 @@ def test_image_folder_bad_input(tmp_path):
 def test_unknown_data_set_lists_the_known_ones():
     with pytest.raises(ValueError, match="known data sets: cifar10, digits, glyphs, imagefolder:PATH"):
         get_dataset("mnist")
-    assert list_datasets() == ["cifar10", "digits", "imagefolder:PATH"]
+    assert list_datasets() == ["cifar10", "digits", "glyphs", "imagefolder:PATH"]
