@@ -154,7 +154,6 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
     if done is not None and done.get("fingerprint") == fp and (out / "model.onnx").is_file():
         return {**done, "out": str(out), "skipped": True}  # finished with these inputs: nothing is redone
     unreachable = unreachable_reason(cfg.latency_device)  # checked before training: a profile typo fails now
-    save_config(workdir, "finetune", asdict(cfg))
     start = time.perf_counter()
     device = pick_device(cfg.device)
     model, history = finetune_model(arch, cfg, workdir, data, teacher, space, out, progress)
@@ -175,6 +174,7 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
         "history": asdict(history), **check_onnx_top1(onnx_path, model, data.test), "fingerprint": fp,
     }
     metrics.update(target_verdict(workdir, metrics))
+    save_config(workdir, "finetune", asdict(cfg))  # recorded once the stage has a result (a failure changes nothing)
     write_json(out / "metrics.json", metrics)
     for checkpoint in out.glob("checkpoint-*.pt"):  # the stage is done: its resume points go
         checkpoint.unlink(missing_ok=True)
