@@ -112,16 +112,13 @@ def first_epoch_reaching(curve: list[float], level: float) -> int | None:
 
 
 def curves_table(curves: dict[tuple[str, int], Curve], seeds: list[int], epochs: int) -> pd.DataFrame:
-    """Epoch by epoch: val accuracy of (a) and (b) per seed, and their means over seeds."""
+    """Epoch by epoch: val accuracy of (a) and (b) per seed (empty where (a)'s shorter run has ended)."""
     rows = []
     for epoch in range(epochs):
-        row: dict[str, float | int] = {"epoch": epoch + 1}
+        row: dict[str, float | int | None] = {"epoch": epoch + 1}
         for seed in seeds:
-            row[f"(a) bkd s{seed}"] = curves["bkd", seed].val_accuracy[epoch]
-            row[f"(b) scratch s{seed}"] = curves["scratch", seed].val_accuracy[epoch]
-        if len(seeds) > 1:
-            row["(a) mean"] = sum(curves["bkd", s].val_accuracy[epoch] for s in seeds) / len(seeds)
-            row["(b) mean"] = sum(curves["scratch", s].val_accuracy[epoch] for s in seeds) / len(seeds)
+            row[f"(a) bkd s{seed}"] = _at(curves["bkd", seed].val_accuracy, epoch)
+            row[f"(b) scratch s{seed}"] = _at(curves["scratch", seed].val_accuracy, epoch)
         rows.append(row)
     return pd.DataFrame(rows)
 
