@@ -1,10 +1,13 @@
 """Shared test settings: small thread counts so the suite behaves on a 2-core machine."""
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))  # shared test helpers (tiny_space)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 

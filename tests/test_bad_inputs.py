@@ -18,19 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tiny_space import QUICK_PROTOCOL, TINY  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
 from blocks.lock import LOCK_NAME, folder_lock
 from donna.cli import main as donna_main
 from latency.cli import main as latency_main
 
-TINY = {
-    "description": "bad-input tests", "input_size": 16, "in_channels": 3, "num_classes": 10,
-    "stem": [{"type": "conv", "kernel": 3, "stride": 2, "out_channels": 8, "act": "relu"}],
-    "head": {"channels": 32, "act": "relu", "dropout": 0.0},
-    "choices": {"type": ["ir"], "kernel": [3, 5], "expansion": [2], "depth": [1, 2], "se": [0.0], "act": ["relu"]},
-    "slots": [{"stride": 1, "out_channels": 8}, {"stride": 2, "out_channels": 16}],
-}
-QUICK_PROTOCOL = {"min_time_s": 0.01, "max_time_s": 0.5, "min_samples": 20, "warmup_max_s": 0.2}
 BUILD = ["--data", "digits",  # the fast smoke data set
          "--teacher-epochs", "2", "--bkd-epochs", "1", "--labels", "6", "--label-epochs", "1", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
