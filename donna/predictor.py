@@ -169,12 +169,6 @@ def naive_scores(labels: pd.DataFrame, features: list[str]) -> dict[str, np.ndar
     return scores
 
 
-def naive_rankers(labels: pd.DataFrame, features: list[str], target: str = "accuracy") -> dict[str, dict]:
-    """Rank quality of the naive rankers alone (no intervals)."""
-    y = labels[target].to_numpy(float)
-    return {name: {**rank_quality(y, s), "mae": float("nan")} for name, s in naive_scores(labels, features).items()}
-
-
 def quality_table(predictor: AccuracyPredictor) -> pd.DataFrame:
     """The quality report as a table: one row per ranker, held-out Kendall tau, Spearman, MAE."""
     rows = {name: {k: q.get(k, float("nan")) for k in QUALITY_COLUMNS} for name, q in predictor.quality.items()}
