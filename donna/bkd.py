@@ -193,7 +193,7 @@ def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list
                       step_callback: StepCallback | None = None) -> dict[str, Any]:
     """Job: trains one slot from cached teacher features; epoch e uses ``views[e % len(views)]`` (input, target)."""
     set_threads(cfg.threads)
-    trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, pick_device(cfg.device))
+    trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, pick_device(cfg.train_device))
     n, bs = len(views[0][0]), cfg.batch_size
     stop = n - n % bs if n >= bs else n
     steps = math.ceil(stop / bs)
@@ -221,7 +221,7 @@ def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherPa
                           step_callback: StepCallback | None = None) -> list[dict[str, Any]]:
     """Job: trains ``slots`` together, one teacher forward per batch feeding every slot (large data sets)."""
     set_threads(cfg.threads)
-    device, run = pick_device(cfg.device), RunFolder(workdir)
+    device, run = pick_device(cfg.train_device), RunFolder(workdir)
     trainers = [SlotTrainer(cfg, space, s, run, fps[s], device) for s in slots]
     teacher = teacher.to(device).eval()
     for epoch in tqdm(range(min(t.epoch for t in trainers), cfg.epochs), desc="bkd (streamed)",
@@ -264,7 +264,7 @@ def run_bkd(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: Dat
     Raises:
         ValueError: the run folder holds a library made with other settings.
     """
-    run, device = RunFolder(workdir), pick_device(cfg.device)
+    run, device = RunFolder(workdir), pick_device(cfg.train_device)
     fps = slot_fingerprints(cfg.fingerprint(), space, teacher, data)
     pending = [s for s in range(space.num_slots) if not _slot_done(run, s, fps[s])]
     save_config(workdir, "bkd", cfg)

@@ -5,31 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from blocks import describe_arch, get_space, list_presets, list_spaces, resolve_arch
 from blocks.cli_errors import OneLineParser, int_at_least, run_guarded
 from blocks.lock import folder_lock
-
-PENDING: dict[str, str] = {}
 
 
 def _build_predictor(args: argparse.Namespace) -> int:
     from donna.cli_config import predictor_config
     from donna.pipeline import build_predictor, summary
 
-    result = build_predictor(args.workdir, predictor_config(args), progress=not args.quiet)
+    result = build_predictor(args.workdir, predictor_config(args.tree), progress=not args.quiet)
     print("\n" + summary(result))
     print(f"written: {args.workdir}/predictor.json, labels.csv, nsr.csv, library/convergence.json")
     return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from donna.cli_config import finetune_config
     from donna.finetune_stage import run_finetune
 
-    m = run_finetune(args.workdir, finetune_config(args), progress=not args.quiet)
+    m = run_finetune(args.workdir, args.tree.finetune, progress=not args.quiet)
     print(f"\nfinetuned {m['key']} for {m['epochs']} epochs from {m['init']} weights: val accuracy "
           f"{m['val_accuracy']:.4f} (predicted {_opt(m['predicted_accuracy'])}), "
           f"test accuracy {m['test_accuracy']:.4f}")
@@ -53,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     from donna.cli_config import run_configs
     from donna.run_all import run_pipeline
 
-    report = run_pipeline(args.workdir, *run_configs(args), progress=not args.quiet)
+    report = run_pipeline(args.workdir, *run_configs(args.tree), progress=not args.quiet)
     print(f"\nwhole pipeline done in {report['seconds']:.0f} s; finetune report: {report['report']}")
     if report.get("run_report"):
         print(f"the whole run on one page: {report['run_report']}")
@@ -61,20 +58,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from donna.cli_config import search_config
     from donna.search_stage import run_search
     from search import NoArchMeetsTarget
 
+    cfg = args.tree.search
     try:
-        out = run_search(args.workdir, search_config(args), progress=not args.quiet,
-                         searcher_options=args.options)
+        out = run_search(args.workdir, cfg, progress=not args.quiet)
     except NoArchMeetsTarget as err:
-        print(f"donna search: nothing meets {args.target_ms} ms: {err}", file=sys.stderr)
+        print(f"donna search: nothing meets {cfg.target_ms} ms: {err}", file=sys.stderr)
         return 1
     sel = out.selected
     print(f"\nfront of {len(out.rows)} architectures; selected {sel['key']}: predicted accuracy "
           f"{sel['predicted_accuracy']:.4f}, measured {_opt(sel.get('measured_ms'))} ms "
-          f"(target {args.target_ms} ms, table predicted {sel['predicted_ms']:.4f} ms)")
+          f"(target {cfg.target_ms} ms, table predicted {sel['predicted_ms']:.4f} ms)")
     print(f"  {sel['arch']}")
     print(f"written: {out.paths['pareto.csv'].parent}/ (pareto.csv, pareto.png, selected.json, pareto/*.json)")
     return 0
@@ -124,42 +120,60 @@ def _arch_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pending(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"donna {name}: not available in this version yet ({PENDING[name]})", file=sys.stderr)
-        return 2
-    return run
+def version() -> str:
+    """The installed version of donna-nas."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("donna-nas")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``donna``; a bad flag value is refused here, in one line, before any work."""
+STAGES = {  # command: (help, run it, lock, cross-flag check)
+    "build-predictor": ("teacher -> blockwise distillation -> NSR table -> labels -> accuracy predictor",
+                        _build_predictor, "create", None),
+    "search": ("hardware-aware search (nsga2, random, exact, pc-darts, dso-nas) under a latency target, front "
+               "measured on the device", _search, "existing", "check_search_args"),
+    "finetune": ("finetune an architecture from its BKD weights with distillation, export to ONNX, measure and "
+                 "report", _finetune, "existing", "check_finetune_args"),
+    "run": ("the whole pipeline (build-predictor, search, finetune) on the embedded default", _run, "create", None),
+}
+
+
+def _add_stage(sub: Any, name: str, trees: dict[str, Any]) -> None:
+    """One stage command, its flags generated from the config tree (``donna.cli_config``)."""
+    from donna import cli_config as flags
+    from donna.config import DonnaConfig
+
+    help_text, func, lock, check = STAGES[name]
+    command = sub.add_parser(name, help=help_text, description=help_text)
+    command.add_argument("--workdir", default="runs/demo", help="run folder (default: runs/demo)")
+    command.add_argument("--quiet", action="store_true", help="no progress bars")
+    base = trees.get(name)
+    flags.add_tree_args(command, name, base or DonnaConfig(), has_config=base is not None)
+    command.set_defaults(func=func, lock=lock, base=base or DonnaConfig(),
+                         check=None if check is None else getattr(flags, check))
+
+
+def build_parser(trees: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``donna``; a bad flag value is refused here, in one line, before any work.
+
+    Args:
+        trees: per stage command, the config tree of a ``--config`` file (its values become the defaults).
+    """
     parser = OneLineParser(prog="donna", description="Hardware-aware NAS after DONNA.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"donna {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from donna import cli_config as flags
-
-    build = sub.add_parser("build-predictor", help="teacher -> blockwise distillation -> NSR table -> labels -> "
-                           "accuracy predictor")
-    flags.add_predictor_args(build)
-    build.set_defaults(func=_build_predictor, lock="create")
-    search = sub.add_parser("search", help="hardware-aware search (nsga2, random, pc-darts, dso-nas) under a "
-                            "latency target, front measured on the device")
-    flags.add_search_args(search)
-    search.set_defaults(func=_search, lock="existing", check=flags.check_search_args)
-    finetune = sub.add_parser("finetune", help="finetune an architecture from its BKD weights with distillation, "
-                              "export to ONNX, measure and report")
-    flags.add_finetune_args(finetune)
-    finetune.set_defaults(func=_finetune, lock="existing", check=flags.check_run_folder)
-    run = sub.add_parser("run", help="the whole pipeline (build-predictor, search, finetune) on the embedded default")
-    flags.add_run_args(run)
-    run.set_defaults(func=_run, lock="create")
+    for name in STAGES:
+        _add_stage(sub, name, trees or {})
     report = sub.add_parser("report", help="one self-contained HTML page (and report.md) of a whole run folder")
     report.add_argument("--workdir", required=True, help="the run folder")
     report.add_argument("--measure-teacher", action="store_true",
                         help="measure the teacher's latency once (for the speed-up), on the chosen model's device")
     report.set_defaults(func=_report)
-    for name, help_text in PENDING.items():
-        sub.add_parser(name, help=help_text).set_defaults(func=_pending(name))
 
     arch = sub.add_parser("arch", help="show, sample and list architectures, spaces and presets")
     arch_sub = arch.add_subparsers(dest="arch_command", metavar="ACTION", required=True)
@@ -181,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    """Cross-flag checks, then the command; a stage holds its run folder's lock while it works."""
+    """The config tree, cross-flag checks, then the command; a stage holds its run folder's lock while it works."""
+    from donna.cli_config import COMMANDS, tree_from_args
+
+    if args.command in COMMANDS:
+        args.tree = tree_from_args(args, args.command, args.base)
     check = getattr(args, "check", None)
     if check is not None:
         check(args)
@@ -194,10 +212,33 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``donna`` console script: one line on stderr for any failure (``--debug``: traceback)."""
-    args = build_parser().parse_or_status(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    trees = run_guarded("donna", lambda: _preload(argv), debug="--debug" in argv)
+    if isinstance(trees, int):
+        return trees
+    args = build_parser(trees).parse_or_status(argv)
     if isinstance(args, int):
         return args
     return run_guarded("donna", lambda: _dispatch(args), debug=getattr(args, "debug", False))
+
+
+def _preload(argv: list[str]) -> dict[str, Any]:
+    """Before parsing: imports the ``--plugin`` modules (their data sets and searchers are then known to the
+    flags' checks) and reads a ``--config`` file; returns ``{command: tree}`` for that file."""
+    from donna.cli_config import COMMANDS, import_plugins, load_config_file
+
+    def values(flag: str) -> list[str]:
+        found = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag]
+        return found + [a.partition("=")[2] for a in argv if a.startswith(flag + "=")]
+
+    import_plugins(values("--plugin"))
+    files = values("--config")
+    command = next((a for a in argv if a in COMMANDS), None)
+    if not files or command is None:
+        return {}
+    tree = load_config_file(files[-1], command)
+    import_plugins(tree.plugins)
+    return {command: tree}
 
 
 if __name__ == "__main__":

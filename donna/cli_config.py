@@ -1,20 +1,45 @@
-"""Command-line arguments of the ``donna`` stages and their translation into config dataclasses."""
+"""The ``donna`` stages' command line, generated from the config tree (``donna.config.DonnaConfig``).
+
+One function (``add_tree_args``) walks the tree's dataclass fields, their types, their one-line comments and
+their metadata (ranges, choices, kinds checked against the registries) and makes one flag per field, with
+its default in the help; ``--set section.field=VALUE`` reaches any field, ``--config RUN/config.json`` makes
+a saved run's settings the defaults, and ``tree_from_args`` turns the parsed flags back into the tree.
+
+Why generated argparse and not jsonargparse or tyro (both install from PyPI here): both would replace
+``blocks.cli_errors.OneLineParser`` (one-line usage errors that the bad-input tests and the users'
+scripts rely on) with their own multi-line error and help formats, and both name nested fields
+``--bkd.epochs``, so every flag users already type (``--teacher-epochs``, ``--labels``, ``search
+--device``) would need a hand-written alias layer on top. Walking the fields here is about a hundred lines,
+adds no dependency, keeps the one-line errors and the existing flag names, and still gives every field a
+flag, a checked type and its default in ``--help``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import math
 import re
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from blocks.cli_errors import finite_float, int_at_least, space_arg
-from donna.config import BKDConfig, DataConfig, ScoreConfig, TeacherConfig
-from donna.finetune_stage import FinetuneConfig
-from donna.labels import LabelConfig
+from donna.config import (
+    SECTIONS,
+    SHARED,
+    DataConfig,
+    DonnaConfig,
+    FinetuneConfig,
+    SearchConfig,
+    TeacherConfig,
+    from_sections,
+    section_from_dict,
+)
 from donna.pipeline import PredictorRunConfig
-from donna.search_stage import SearchConfig
 
 SEED = int_at_least(0, 2**32 - 1)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -77,74 +102,6 @@ def arch_ref(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is neither selected, selected:NAME, a 16-hex-digit key from "
                                          "pareto.csv, nor an architecture .json file")
     return text
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", default="runs/demo", help="run folder (default: runs/demo)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the full traceback of an error")
-
-
-def add_predictor_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``donna build-predictor`` (every one has an embedded-default value)."""
-    _common(parser)
-    parser.add_argument("--space", type=space_arg, default="mbconv-tiny", help="search space name or JSON file")
-    parser.add_argument("--data", type=data_name, default=DataConfig.name,
-                        help="glyphs (generated offline; default), digits (fast smoke), cifar10 or imagefolder:PATH")
-    parser.add_argument("--data-dir", default=None, help="folder with the data set's files (cifar10)")
-    parser.add_argument("--download", action="store_true", help="cifar10: download into --data-dir if missing")
-    parser.add_argument("--teacher", default=None, help="torchvision name (with --teacher-weights), a .pt "
-                        "checkpoint of ours, a preset or IR JSON; default: train the space's reference")
-    parser.add_argument("--teacher-weights", default=None, help="local weights file of a torchvision teacher")
-    parser.add_argument("--teacher-epochs", type=int_at_least(1), default=TeacherConfig.epochs)
-    parser.add_argument("--bkd-epochs", type=int_at_least(1), default=BKDConfig.epochs)
-    parser.add_argument("--bkd-mode", choices=("supernet", "independent"), default=BKDConfig.mode)
-    parser.add_argument("--labels", type=int_at_least(4), default=LabelConfig.num_labels,
-                        help="architectures to label (at least 4: the predictor's fit needs them)")
-    parser.add_argument("--label-epochs", type=int_at_least(1), default=LabelConfig.epochs,
-                        help="finetune epochs per label")
-    parser.add_argument("--seed", type=SEED, default=0, help="seeds every stage")
-    parser.add_argument("--device", type=train_device, default="auto",
-                        help="training device: auto (CUDA when present), cpu, cuda")
-
-
-def predictor_config(args: argparse.Namespace) -> PredictorRunConfig:
-    """The ``PredictorRunConfig`` of parsed ``build-predictor`` arguments."""
-    return PredictorRunConfig(
-        space=args.space,
-        data=DataConfig(name=args.data, data_dir=args.data_dir, download=args.download, seed=args.seed),
-        teacher=TeacherConfig(source=args.teacher, weights=args.teacher_weights, epochs=args.teacher_epochs,
-                              seed=args.seed, device=args.device),
-        bkd=BKDConfig(epochs=args.bkd_epochs, mode=args.bkd_mode, seed=args.seed, device=args.device),
-        score=ScoreConfig(seed=args.seed, device=args.device),
-        labels=LabelConfig(num_labels=args.labels, epochs=args.label_epochs, seed=args.seed, device=args.device),
-    )
-
-
-def add_search_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``donna search``."""
-    _common(parser)
-    parser.add_argument("--device", type=latency_device, default=SearchConfig.device,
-                        help="latency device profile (latency devices)")
-    parser.add_argument("--target-ms", type=finite_float(0.0), required=True, help="latency budget in milliseconds")
-    parser.add_argument("--searcher", default=SearchConfig.searcher,
-                        help="nsga2, random, exact (whole front, additive objectives), pc-darts, dso-nas")
-    parser.add_argument("--name", type=run_name, default=None,
-                        help="output folder search/NAME (default: the searcher's name)")
-    parser.add_argument("--latency", choices=("table", "measure"), default=SearchConfig.latency,
-                        help="table: the device's latency table; measure: measure every candidate (DONNA)")
-    parser.add_argument("--pop-size", type=int_at_least(2), default=SearchConfig.pop_size)
-    parser.add_argument("--generations", type=int_at_least(1), default=SearchConfig.generations)
-    parser.add_argument("--seed", type=SEED, default=0)
-    parser.add_argument("--measure-max", type=int_at_least(1), default=SearchConfig.measure_max,
-                        help="front members measured on the device (nearest the target first)")
-    parser.add_argument("--force-table", action="store_true", help="accept a table from another device fingerprint")
-    parser.add_argument("--no-measure", action="store_true", help="select on predicted latency and print the command "
-                        "that measures the front on the device machine")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a searcher setting, e.g. --set epochs=5 (pc-darts), --set latency_weight=0.1 "
-                        "(opt-in latency penalty), --set search_epochs=10 (dso-nas); repeatable")
 
 
 def searcher_options(pairs: list[str], searcher: str | None = None, base: dict[str, Any] | None = None) -> dict:
@@ -263,16 +220,26 @@ def check_run_folder(args: argparse.Namespace, sections: tuple[str, ...] = ("run
             raise ValueError(f"{workdir / 'config.json'} has no {name!r} section (build-predictor writes it); {redo}")
         try:
             if cls is not None:
-                cls(**section)
+                section_from_dict(cls, section)
         except TypeError as err:
             raise ValueError(f"{workdir / 'config.json'}: the {name!r} section does not fit ({err}); {redo}") from None
 
 
 def check_search_args(args: argparse.Namespace) -> None:
-    """Cross-flag checks of ``search`` (the run folder, the ``--set`` settings against the searcher)."""
+    """Cross-flag checks of ``search`` (the run folder; the ``--set`` settings were checked with the tree)."""
     check_run_folder(args, ("run", "data"))
-    base = {"pop_size": args.pop_size, "generations": args.generations, "seed": args.seed}
-    args.options = searcher_options(args.set, args.searcher, base)
+
+
+def check_finetune_args(args: argparse.Namespace) -> None:
+    """Cross-flag checks of ``finetune``: the run folder, and its data set registered here (``--plugin``)."""
+    from donna.data import DATASETS
+    from donna.runfolder import read_json
+
+    check_run_folder(args)
+    name = ((read_json(Path(args.workdir) / "config.json") or {}).get("data") or {}).get("name")
+    if name is not None and name not in DATASETS and not name.startswith("imagefolder:"):
+        raise ValueError(f"data set {name!r} of {args.workdir}/config.json is not registered here; pass "
+                         "--plugin MODULE, the module that registers it (as the Python code that built the run did)")
 
 
 def data_name(text: str) -> str:
@@ -284,56 +251,383 @@ def data_name(text: str) -> str:
     return text
 
 
-def search_config(args: argparse.Namespace) -> SearchConfig:
-    """The ``SearchConfig`` of parsed ``search`` arguments."""
-    return SearchConfig(device=args.device, target_ms=args.target_ms, searcher=args.searcher, name=args.name,
-                        latency=args.latency,
-                        pop_size=args.pop_size, generations=args.generations, seed=args.seed,
-                        measure_max=args.measure_max, force_table=args.force_table,
-                        no_measure=getattr(args, "no_measure", False))
+
+# ---- the command line generated from the config tree --------------------------------------------------
 
 
-def add_finetune_args(parser: argparse.ArgumentParser, with_common: bool = True) -> None:
-    """Arguments of ``donna finetune``."""
-    if with_common:
-        _common(parser)
-        parser.add_argument("--arch", type=arch_ref, default=FinetuneConfig.arch,
-                            help="selected (latest search), selected:SEARCHER, a key from pareto.csv, or an IR .json")
-        parser.add_argument("--device", type=train_device, default=FinetuneConfig.device,
-                            help="training device: auto, cpu, cuda")
-        parser.add_argument("--seed", type=SEED, default=0)
-    parser.add_argument("--epochs", type=int_at_least(1), default=FinetuneConfig.epochs)
-    parser.add_argument("--lr", type=finite_float(0.0), default=FinetuneConfig.lr)
-    parser.add_argument("--kd-weight", type=finite_float(0.0, 1.0, low_open=False), default=FinetuneConfig.kd_weight,
-                        help="weight of distillation from the teacher (0 = labels only)")
-    parser.add_argument("--init", choices=("bkd", "scratch"), default=FinetuneConfig.init,
-                        help="bkd: distilled block weights (DONNA); scratch: fresh weights, for comparison")
-    parser.add_argument("--latency-device", type=latency_device, default=FinetuneConfig.latency_device,
-                        help="device profile the exported model is measured on")
+@dataclass(frozen=True)
+class Command:
+    """What one ``donna`` command fills: the tree's top-level fields and sections it runs, and its own section
+    (whose fields need no ``--section-`` prefix: ``donna finetune --epochs``)."""
+
+    top: tuple[str, ...]
+    sections: tuple[str, ...]
+    own: str | None = None
 
 
-def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
-    """The ``FinetuneConfig`` of parsed ``finetune`` arguments."""
-    return FinetuneConfig(arch=getattr(args, "arch", "selected"), epochs=args.epochs, lr=args.lr,
-                          kd_weight=args.kd_weight, init=args.init, device=args.device,
-                          latency_device=args.latency_device, seed=args.seed)
+COMMANDS = {
+    "build-predictor": Command(("seed", "train_device", "space", "plugins"), ("data", "teacher", "bkd", "score",
+                                                                             "labels")),
+    "search": Command(("seed", "latency_device", "plugins"), ("search",), "search"),
+    "finetune": Command(("seed", "train_device", "latency_device", "plugins"), ("finetune",), "finetune"),
+    "run": Command(("seed", "train_device", "latency_device", "space", "plugins"), SECTIONS),
+}
+COMMAND_DEFAULTS = {"run": {"search.target_ms": None}}  # donna run: None computes a target the space can meet
+SEARCHER_FLAGS = {"--pop-size": ("pop_size", int_at_least(2)), "--generations": ("generations", int_at_least(1))}
+# flags of earlier versions, kept as aliases: (flag, tree path, help)
+ALIASES = {
+    "build-predictor": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)")],
+    "finetune": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)")],
+    "run": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)")],
+    "search": [("--device", "latency_device", "alias of --latency-device: the latency device profile searched for "
+                "(`latency devices`), not a torch device"),
+               ("--force-table", "search.force", "alias of --force")],
+}
 
 
-def add_run_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``donna run``: the predictor's, then the search target and the finetune recipe."""
-    add_predictor_args(parser)
-    parser.add_argument("--latency-device", type=latency_device, default="cpu",
-                        help="device profile searched for and measured on")
-    parser.add_argument("--target-ms", type=finite_float(0.0), default=None,
-                        help="latency budget; default: the 30th percentile of the table's latency over the space")
-    parser.add_argument("--generations", type=int_at_least(1), default=SearchConfig.generations)
-    parser.add_argument("--finetune-epochs", type=int_at_least(1), default=FinetuneConfig.epochs)
+@dataclass(frozen=True)
+class Setting:
+    """One field of the tree as the command line sees it: its path (``bkd.epochs``), field, type and help."""
+
+    path: str
+    field: dataclasses.Field
+    hint: Any
+    comment: str
+
+    @property
+    def name(self) -> str:
+        return self.path.rpartition(".")[2]
+
+    def flag(self, command: Command) -> str:
+        """``--data`` (a kept short name), ``--seed`` (top level or the command's own section), else
+        ``--section-field``."""
+        section, _, name = self.path.rpartition(".")
+        if "flag" in self.field.metadata:
+            return self.field.metadata["flag"]
+        plain = not section or section == command.own
+        return "--" + (name if plain else f"{section}_{name}").replace("_", "-")
 
 
-def run_configs(args: argparse.Namespace) -> tuple[PredictorRunConfig, SearchConfig, FinetuneConfig]:
+def field_comments(cls: type) -> dict[str, str]:
+    """The one-line comment of every field of dataclass ``cls`` (continuation comment lines joined)."""
+    comments: dict[str, str] = {}
+    last = None
+    for line in inspect.getsource(cls).splitlines():
+        found = re.match(r"\s+(\w+): [^#]*#\s?(.*)$", line)
+        if found and found.group(1) in {f.name for f in dataclasses.fields(cls)}:
+            last = found.group(1)
+            comments[last] = found.group(2).strip()
+        elif last and re.match(r"\s+#", line) and not re.match(r"\s+\w+:", line):
+            comments[last] += " " + line.strip().lstrip("#").strip()
+        else:
+            last = None
+    return comments
+
+
+def tree_settings(command: Command) -> list[Setting]:
+    """The settings a command exposes: its top-level fields, then its sections' own (not shared) fields."""
+    out = []
+    for prefix, cls, names in [("", DonnaConfig, command.top)] + [
+            (f"{s}.", _section_class(s), None) for s in command.sections]:
+        hints, comments = typing.get_type_hints(cls), field_comments(cls)
+        for f in dataclasses.fields(cls):
+            if (names is not None and f.name not in names) or "shared" in f.metadata or \
+                    f.metadata.get("kind") == "searcher_settings":
+                continue
+            out.append(Setting(prefix + f.name, f, hints[f.name], comments.get(f.name, "")))
+    return out
+
+
+def _section_class(name: str) -> type:
+    return type(getattr(DonnaConfig(), name))
+
+
+def _inner(hint: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None``, ``(hint, False)`` otherwise."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+KINDS: dict[str, Callable[[str], Any]] = {}  # filled below: kind -> argparse type
+
+
+def value_parser(setting: Setting) -> Callable[[str], Any]:
+    """The argparse ``type`` of a setting: its kind's check, its range, its choices; ``none`` for optional ones."""
+    meta, (hint, optional) = setting.field.metadata, _inner(setting.hint)
+    if meta.get("kind") in KINDS:
+        base = KINDS[meta["kind"]]
+    elif hint is int:
+        base = int_at_least(meta.get("ge", 0), meta.get("le"))
+    elif hint is float:
+        low_open = "gt" in meta
+        base = finite_float(meta.get("gt", meta.get("ge", -math.inf)), meta.get("le"), low_open=low_open)
+    elif hint is bool:
+        base = _boolean
+    elif typing.get_origin(hint) in (list, dict):
+        base = _json_value
+    else:
+        base = str
+    if "choices" in meta:
+        base = _one_of(meta["choices"], base)
+    if not optional:
+        return base
+
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null") else base(text)
+
+    parse.__name__ = getattr(base, "__name__", "value")
+    return parse
+
+
+def _one_of(choices: tuple[str, ...], base: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(choices)})")
+        return base(text)
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _json_value(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON (e.g. [\"a\", \"b\"] or {{\"k\": 1}})") from None
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else json_text(value) if not isinstance(value, str) else value
+
+
+def _get(tree: Any, path: str) -> Any:
+    for part in path.split("."):
+        tree = getattr(tree, part)
+    return tree
+
+
+def add_tree_args(parser: argparse.ArgumentParser, name: str, base: DonnaConfig, has_config: bool = False) -> None:
+    """Adds one flag per setting of command ``name`` (help: the field's comment and its default, which is
+    ``base``'s value: the embedded default, or the ``--config`` file's), its kept aliases, ``--set`` and
+    ``--config``."""
+    command = COMMANDS[name]
+    groups = {"": parser.add_argument_group("run settings")}
+    for section in command.sections:
+        doc = " ".join((_section_class(section).__doc__ or "").split())
+        groups[section] = parser.add_argument_group(f"{section} ({_section_class(section).__name__})", doc)
+    for setting in tree_settings(command):
+        default = COMMAND_DEFAULTS.get(name, {}).get(setting.path, _get(base, setting.path))
+        if has_config:
+            default = _get(base, setting.path)
+        group = groups[setting.path.rpartition(".")[0]]
+        shown = "required" if setting.path == "search.target_ms" and name == "search" and not has_config else \
+            f"default: {_shown(default)}"
+        text = f"{setting.comment} ({shown}; --set {setting.path}=...)".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": setting.path, "default": default, "help": text}
+        if setting.path == "plugins":
+            kwargs.update(action="append", metavar="MODULE", default=list(default))
+        elif setting.hint in (bool, "bool") and not default:
+            kwargs["action"] = "store_true"
+        elif setting.hint in (bool, "bool"):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs.update(type=value_parser(setting), metavar=setting.name.upper())
+        if setting.path == "search.target_ms" and name == "search" and not has_config:
+            kwargs["required"] = True
+        group.add_argument(setting.flag(command), **kwargs)
+    settings = {s.path: s for s in tree_settings(command)}
+    for flag, path, text in ALIASES.get(name, []):
+        kind = {"action": "store_true"} if settings[path].hint in (bool, "bool") else {
+            "type": value_parser(settings[path])}
+        parser.add_argument(flag, dest=path, default=argparse.SUPPRESS, help=text, **kind)
+    if "search" in command.sections:
+        for flag, (key, parse) in SEARCHER_FLAGS.items():
+            parser.add_argument(flag, dest=f"searcher.{key}", type=parse, default=argparse.SUPPRESS,
+                                help=f"the searcher's {key} (as --set {key}=N; default: the searcher's own)")
+    sets = "section.field=VALUE (any setting above, e.g. --set bkd.epochs=2)"
+    if "search" in command.sections:
+        sets += ("; KEY=VALUE or searcher.KEY=VALUE: a setting of the searcher, e.g. --set epochs=5 (pc-darts), "
+                 "--set latency_weight=0.1; searchers and their settings: " + searcher_help())
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=sets + "; repeatable")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="a saved run's config.json: its settings become the defaults (flags still win)")
+
+
+def searcher_help() -> str:
+    """Every registered searcher with its settings and their defaults (from the searcher's config dataclass)."""
+    import baselines  # noqa: F401  (registers pc-darts and dso-nas, as donna.search_stage does)
+    from search import list_searchers
+
+    parts = []
+    for name in list_searchers():
+        cls = _searcher_config_class(name)
+        fields = "" if cls is None else ", ".join(f"{f.name}={_shown(_field_default(f))}"
+                                                   for f in dataclasses.fields(cls) if f.name != "seed")
+        parts.append(f"{name} ({fields or 'settings checked when it starts'})")
+    return "; ".join(parts)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def tree_from_args(args: argparse.Namespace, name: str, base: DonnaConfig) -> DonnaConfig:
+    """The config tree of parsed arguments: ``base`` (defaults or ``--config``), the flags, then ``--set``.
+
+    Raises:
+        ValueError: a ``--set`` pair that names no setting, a shared one, or a bad value.
+    """
+    command = COMMANDS[name]
+    values = {s.path: getattr(args, s.path) for s in tree_settings(command)}
+    searcher = {k.partition(".")[2]: v for k, v in vars(args).items() if k.startswith("searcher.")}
+    searcher_pairs = []
+    for pair in getattr(args, "set", []):
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set bkd.epochs=2")
+        path = _set_path(key, command)
+        if path is None:
+            searcher_pairs.append(f"{key.removeprefix('searcher.')}={text}")
+            continue
+        try:
+            values[path] = value_parser(_setting(path, command))(text)
+        except argparse.ArgumentTypeError as err:
+            raise ValueError(f"--set {pair}: {err}") from None
+    top = {k: v for k, v in values.items() if "." not in k}
+    sections = {}
+    for section in SECTIONS:
+        fields = dataclasses.asdict(getattr(base, section))
+        fields.update({k.partition(".")[2]: v for k, v in values.items() if k.startswith(section + ".")})
+        sections[section] = fields
+    if "search" in command.sections:
+        settings = {**sections["search"]["settings"], **searcher}
+        chosen = sections["search"]["searcher"]
+        settings.update(searcher_options(searcher_pairs, chosen, {**settings, "seed": top.get("seed", base.seed)}))
+        sections["search"]["settings"] = _checked_settings(chosen, settings, top.get("seed", base.seed))
+    keep = {f.name: getattr(base, f.name) for f in dataclasses.fields(DonnaConfig) if f.name not in SECTIONS}
+    return DonnaConfig(**{**keep, **top}, **{s: section_from_dict(_section_class(s), v) for s, v in sections.items()})
+
+
+def _checked_settings(searcher: str, settings: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The searcher's settings, checked against its config (``seed`` is the run's: use ``--seed``)."""
+    if "seed" in settings:
+        raise ValueError("--set seed: the searcher's seed is the run's one seed; use --seed")
+    if settings:
+        _check_searcher_settings(searcher, {}, {**settings, "seed": seed})
+    return settings
+
+
+def _set_path(key: str, command: Command) -> str | None:
+    """The tree path ``--set KEY=...`` addresses, or None for a searcher setting.
+
+    Raises:
+        ValueError: a key that names nothing this command has.
+    """
+    section, dot, name = key.partition(".")
+    if key.startswith("searcher.") and "search" in command.sections:
+        return None
+    if not dot:
+        if key in command.top or key in SHARED:
+            return key
+        if "search" in command.sections:
+            return None
+        raise ValueError(f"--set {key}: name a setting as section.field, e.g. --set {command.sections[0]}.{key}; "
+                         f"sections here: {', '.join(command.sections)}")
+    if section not in command.sections:
+        raise ValueError(f"--set {key}: this command has no section {section!r}; its sections: "
+                         f"{', '.join(command.sections)}")
+    _setting(key, command)
+    return key
+
+
+def _setting(path: str, command: Command) -> Setting:
+    found = {s.path: s for s in tree_settings(command)}
+    if path in found:
+        return found[path]
+    section, _, name = path.rpartition(".")
+    if name in SHARED or (not section and name in {f.name for f in dataclasses.fields(DonnaConfig)}):
+        raise ValueError(f"--set {path}: {name} is one for the whole run; use --{name.replace('_', '-')}")
+    known = [s.name for s in found.values() if s.path.startswith(section + ".")]
+    raise ValueError(f"--set {path}: no setting {name!r} in section {section!r}; its settings: {', '.join(known)}")
+
+
+def load_config_file(path: str, name: str) -> DonnaConfig:
+    """The tree a saved ``config.json`` holds, for command ``name`` (its first section gives the seed).
+
+    Raises:
+        ValueError: the file is missing, not JSON, or holds sections the tree does not have.
+    """
+    from donna.runfolder import read_json
+
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"--config {path}: " + ("no such file" if config is None else
+                                                 "not a run's config.json (a JSON object of sections)"))
+    command = COMMANDS.get(name, COMMANDS["run"])
+    try:
+        return from_sections(config, main=command.sections[0])
+    except TypeError as err:
+        raise ValueError(f"--config {path}: a section does not fit this version's settings ({err})") from None
+
+
+def predictor_config(tree: DonnaConfig) -> PredictorRunConfig:
+    """The ``PredictorRunConfig`` (what ``build_predictor`` takes) of a config tree."""
+    return PredictorRunConfig(space=tree.space, data=tree.data, teacher=tree.teacher, bkd=tree.bkd, score=tree.score,
+                              labels=tree.labels)
+
+
+def run_configs(tree: DonnaConfig) -> tuple[PredictorRunConfig, SearchConfig, FinetuneConfig]:
     """The three stage configs of ``donna run``."""
-    search = SearchConfig(device=args.latency_device, target_ms=args.target_ms or 0.0, generations=args.generations,
-                          seed=args.seed)
-    finetune = FinetuneConfig(epochs=args.finetune_epochs, seed=args.seed, device=args.device,
-                              latency_device=args.latency_device)
-    return predictor_config(args), search, finetune
+    return predictor_config(tree), tree.search, tree.finetune
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Imports the modules that register data sets or searchers (``--plugin``), and any installed package's
+    ``donna.plugins`` entry points, before the registries are read.
+
+    Raises:
+        ValueError: a module that does not import.
+    """
+    import importlib
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group="donna.plugins"):
+        point.load()
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"--plugin {module}: cannot import it ({err}); pass an importable module that "
+                             "registers data sets or searchers (on PYTHONPATH)") from None
+
+
+def searcher_name(text: str) -> str:
+    """An argparse ``type``: a registered searcher (after ``--plugin`` modules are imported)."""
+    from search import list_searchers
+
+    if text not in list_searchers():
+        import baselines  # noqa: F401  (registers pc-darts and dso-nas)
+    if text not in list_searchers():
+        raise argparse.ArgumentTypeError(f"unknown searcher {text!r}; known searchers: {', '.join(list_searchers())}")
+    return text
+
+
+def plugin_module(text: str) -> str:
+    """An argparse ``type`` of ``--plugin``: the module was imported before parsing (``import_plugins``)."""
+    return text
+
+
+KINDS.update(train_device=train_device, latency_device=latency_device, data=data_name, space=space_arg,
+             arch=arch_ref, name=run_name, searcher=searcher_name, plugins=plugin_module)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,35 +17,12 @@ import torch
 from blocks import Arch, SearchSpace, count_params_macs
 from blocks.fileio import atomic_save, atomic_write_text
 from blocks.teachers import TeacherParts
-from donna.config import DataConfig, TeacherConfig
+from donna.config import DataConfig, FinetuneConfig, TeacherConfig, section_from_dict
 from donna.data import DataSplits, load_data
 from donna.device import pick_device
 from donna.runfolder import fingerprint, read_json, save_config, write_json
 from donna.search_stage import run_space
-from donna.train import TrainConfig, TrainHistory, evaluate, predict_logits, train
-
-
-@dataclass
-class FinetuneConfig:
-    """Settings of ``donna finetune``."""
-
-    arch: str = "selected"  # selected (latest search), a search name's selection (selected:NAME), a key, or IR JSON
-    epochs: int = 3  # finetune epochs (DONNA: about 50 on ImageNet against about 450 from scratch)
-    lr: float = 0.05  # peak learning rate (SGD with Nesterov momentum, cosine schedule)
-    batch_size: int = 64  # batch size
-    kd_weight: float = 0.5  # weight of distillation from the teacher's logits
-    kd_temperature: float = 4.0  # distillation temperature
-    seed: int = 0  # seeds the data order
-    device: str = "auto"  # training device: auto (CUDA when present), cpu, cuda
-    latency_device: str = "cpu"  # device profile the exported model is measured on
-    init: str = "bkd"  # bkd: start from the distilled blocks (DONNA); scratch: fresh weights (for comparison)
-    recalibrate: str = "network"  # bkd init: network re-estimates the assembled net's BatchNorm; blocks: ablation
-    recal_batches: int = 8  # training batches of that recalibration
-
-    def train_config(self) -> TrainConfig:
-        """The training recipe."""
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, kd_weight=self.kd_weight,
-                           kd_temperature=self.kd_temperature, seed=self.seed)
+from donna.train import TrainHistory, evaluate, predict_logits, train
 
 
 def resolve_run_arch(workdir: Path, ref: str, space: SearchSpace) -> Arch:
@@ -77,8 +54,8 @@ def _run_inputs(workdir: Path) -> tuple[DataSplits, TeacherParts, SearchSpace]:
 
     config = read_json(workdir / "config.json") or {}
     space = run_space(workdir)
-    data = load_data(DataConfig(**config["data"]), space.input_size, space.in_channels)
-    teacher = get_teacher(TeacherConfig(**config["teacher"]), space, data, workdir, progress=False)
+    data = load_data(section_from_dict(DataConfig, config["data"]), space.input_size, space.in_channels)
+    teacher = get_teacher(section_from_dict(TeacherConfig, config["teacher"]), space, data, workdir, progress=False)
     return data, teacher, space
 
 
@@ -101,7 +78,7 @@ def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSpl
     """Assembles (or initialises) ``arch`` and finetunes it, checkpointing every epoch in ``out``."""
     from tqdm.auto import tqdm
 
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.train_device)
     model = _initial_model(arch, cfg, workdir, teacher, space, data).to(device)
     logits = predict_logits(teacher, data.train, device=device) if cfg.kd_weight > 0 else None
     bar = tqdm(total=cfg.epochs, desc=f"finetune {arch.key}", disable=not progress)
@@ -155,7 +132,7 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
         return {**done, "out": str(out), "skipped": True}  # finished with these inputs: nothing is redone
     unreachable = unreachable_reason(cfg.latency_device)  # checked before training: a profile typo fails now
     start = time.perf_counter()
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.train_device)
     model, history = finetune_model(arch, cfg, workdir, data, teacher, space, out, progress)
     seconds = time.perf_counter() - start
     atomic_save(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
@@ -185,7 +162,7 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
 
 def finetune_fingerprint(workdir: Path, arch: Arch, cfg: FinetuneConfig) -> str:
     """What a finetune's outputs depend on: the architecture, the recipe, the teacher and the block library."""
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("arch", "device", "latency_device")}
+    recipe = cfg.fingerprint()  # the architecture enters by its key, not by how --arch named it
     library = [(read_json(p) or {}).get("fingerprint") for p in sorted((workdir / "library").glob("slot*.json"))]
     teacher = (read_json(workdir / "teacher.json") or {}).get("fingerprint")
     return fingerprint({"arch": arch.key, "recipe": recipe, "library": library, "teacher": teacher})
@@ -207,7 +184,8 @@ def target_verdict(workdir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     ``target_met`` is None when there is no target or nothing was measured here.
     """
     search = (read_json(workdir / "config.json") or {}).get("search") or {}
-    target = search.get("target_ms") if search.get("device") == metrics["latency_device"] else None
+    device = search.get("latency_device", search.get("device"))  # "device" in run folders of earlier versions
+    target = search.get("target_ms") if device == metrics["latency_device"] else None
     met = None if target is None or metrics.get("measured_ms") is None else bool(metrics["measured_ms"] <= target)
     return {"target_ms": target, "target_met": met}
 

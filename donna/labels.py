@@ -7,7 +7,6 @@ One job per architecture runs through the executor; every finished label is writ
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,49 +18,14 @@ from tqdm.auto import tqdm
 from blocks import Arch, SearchSpace, build_model, count_params_macs
 from blocks.fileio import atomic_path
 from blocks.teachers import TeacherParts
+from donna.config import SAMPLINGS, LabelConfig  # noqa: F401  (LabelConfig: imported from here by callers)
 from donna.data import DataSplits, subset
 from donna.device import pick_device
 from donna.executor import Job, get_executor
 from donna.nsr import arch_nsr
 from donna.predictor import nsr_columns, nsr_lookup
 from donna.runfolder import fingerprint
-from donna.train import TrainConfig, evaluate, predict_logits, train
-
-
-@dataclass
-class LabelConfig:
-    """How many architectures are labelled and how: the finetune recipe (``FinetuneConfig``), shortened."""
-
-    num_labels: int = 30  # architectures finetuned to label the predictor (DONNA: about 20-30)
-    sampling: str = "uniform"  # uniform over the space, or spread (farthest points over sum-NSR and MACs)
-    pool_size: int = 4000  # uniform candidates the spread-out sample is drawn from
-    # The finetune recipe (SGD, Nesterov, cosine, lr 0.05, KD 0.5 at T=4), shortened: fewer steps.
-    epochs: int = 1  # passes over the label training subset
-    train_samples: int | None = 3000  # seeded subset of the train split every label trains on (None: all)
-    lr: float = 0.05  # peak learning rate (SGD, cosine), as the finetune
-    batch_size: int = 64  # finetune batch size
-    kd_weight: float = 0.5  # weight of distillation from the teacher's logits
-    kd_temperature: float = 4.0  # distillation temperature
-    recalibrate: str = "network"  # network: recalibrate the assembled network's BatchNorm; blocks: ablation
-    recal_batches: int = 8  # training batches of the whole-network recalibration
-    seed: int = 0  # seeds the sample and the finetunes
-    executor: str = "processes"  # runs the per-architecture jobs: processes (one per core) or inprocess
-    device: str = "auto"  # training device: auto (CUDA when present), cpu, cuda
-
-    def __post_init__(self) -> None:
-        if self.executor == "threads":
-            raise ValueError("labels: the 'threads' executor would share the global RNG between finetunes and break "
-                             "same-seed-same-labels; use 'inprocess'")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"labels: unknown sampling {self.sampling!r}; known: {', '.join(SAMPLINGS)}")
-
-    def train_config(self) -> TrainConfig:
-        """The shortened finetune recipe of one label."""
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, kd_weight=self.kd_weight,
-                           kd_temperature=self.kd_temperature, seed=self.seed)
-
-
-SAMPLINGS = ("uniform", "spread")
+from donna.train import evaluate, predict_logits, train
 
 
 def sample_archs(space: SearchSpace, nsr_table: pd.DataFrame, cfg: LabelConfig) -> list[Arch]:
@@ -115,7 +79,7 @@ def label_one(arch: Arch, cfg: LabelConfig, workdir: Path, space: SearchSpace, t
     """Assembles ``arch`` from BKD weights, recalibrates it, finetunes it briefly, returns its label row."""
     from donna.assemble import assemble_recalibrated
 
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.train_device)
     train_set, _ = train_subset(data, cfg.train_samples, cfg.seed)
     model = assemble_recalibrated(arch, workdir, teacher, data.train, space=space, mode=cfg.recalibrate,
                                   num_batches=cfg.recal_batches, seed=cfg.seed)
@@ -132,8 +96,8 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
     """Labels ``cfg.num_labels`` spread-out architectures into ``workdir/labels.csv`` (resumable)."""
     workdir = Path(workdir)
     path = workdir / "labels.csv"
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in ("device", "executor")}  # what changes labels
-    fp = fingerprint({"labels": recipe, "nsr": fingerprint(nsr_table.to_dict("list")), "data": data.describe()})
+    fp = fingerprint({"labels": cfg.fingerprint(), "nsr": fingerprint(nsr_table.to_dict("list")),
+                      "data": data.describe()})
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     if len(done) and ({"key", "accuracy", "fingerprint"} - set(done.columns)
                       or done[["key", "accuracy", "fingerprint"]].isna().any().any()):
@@ -143,7 +107,7 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
     archs = sample_archs(space, nsr_table, cfg)
     todo = [a for a in archs if a.key not in set(done.get("key", []))]
     train_set, _ = train_subset(data, cfg.train_samples, cfg.seed)
-    logits = predict_logits(teacher, train_set, device=pick_device(cfg.device)) if todo else None
+    logits = predict_logits(teacher, train_set, device=pick_device(cfg.train_device)) if todo else None
     rows = done.to_dict("records")
     order = {a.key: i for i, a in enumerate(archs)}
     bar = tqdm(total=len(archs), initial=len(archs) - len(todo), desc="labels", disable=not progress)

@@ -53,7 +53,7 @@ def score_slot(cfg: ScoreConfig, space: SearchSpace, slot: int, workdir: str, re
                val_inputs: torch.Tensor, val_targets: torch.Tensor, fp: str, progress: bool = True) -> list[dict]:
     """Job: scores every option of ``slot``; writes the recalibrated BatchNorm buffers, then the rows."""
     set_threads(cfg.threads)
-    device, run = pick_device(cfg.device), RunFolder(workdir)
+    device, run = pick_device(cfg.train_device), RunFolder(workdir)
     library = BlockLibrary(workdir, space)
     supernet = library.slot_module(slot).to(device)
     recal = list(recal_inputs.to(device).split(cfg.batch_size))
@@ -99,7 +99,7 @@ def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, d
     Raises:
         ValueError: a slot has no BKD weights yet.
     """
-    run, device = RunFolder(workdir), pick_device(cfg.device)
+    run, device = RunFolder(workdir), pick_device(cfg.train_device)
     library = BlockLibrary(workdir, space)
     fps = [fingerprint({"score": cfg.fingerprint(), "library": _library_fp(library, s)})
            for s in range(space.num_slots)]

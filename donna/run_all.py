@@ -27,9 +27,10 @@ def run_pipeline(workdir: str | Path, predictor_cfg: PredictorRunConfig, search_
     """Runs every stage in ``workdir`` (finished stages are skipped) and returns the finetune metrics."""
     workdir, start = Path(workdir), time.perf_counter()
     print("\n" + summary(build_predictor(workdir, predictor_cfg, progress)) + "\n")
-    if not search_cfg.target_ms:
-        search_cfg = replace(search_cfg, target_ms=default_target_ms(workdir, search_cfg.device))
-        print(f"latency target: {search_cfg.target_ms} ms on {search_cfg.device} (30th percentile of the space)")
+    if search_cfg.target_ms is None:
+        search_cfg = replace(search_cfg, target_ms=default_target_ms(workdir, search_cfg.latency_device))
+        print(f"latency target: {search_cfg.target_ms} ms on {search_cfg.latency_device} (30th percentile of the "
+              "space)")
     run_search(workdir, search_cfg, progress)
     metrics = run_finetune(workdir, finetune_cfg, progress)
     from donna.report import write_report  # the one page of the whole run: report.html, report.md

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from blocks import Arch, SearchSpace
+from donna.config import SearchConfig
 from donna.predictor import AccuracyPredictor
 from donna.runfolder import fingerprint, read_json, save_config
 from latency import LatencyError, LatencyTable, build_latency_table, measure_model
@@ -22,24 +23,6 @@ from latency.devices import unreachable_reason
 from search import Objective, SearchOutputs, create_searcher, finalize_search, needs_additive
 from search.additive import Additive, slot_tables_from_lookup
 from search.objectives import hv_reference_for
-
-
-@dataclass
-class SearchConfig:
-    """Settings of ``donna search``."""
-
-    device: str = "cpu"  # latency device profile (see `latency devices`)
-    target_ms: float = 1.0  # latency budget the selected architecture must meet when measured
-    searcher: str = "nsga2"  # registered searcher: nsga2, random, pc-darts, dso-nas
-    name: str | None = None  # output folder search/<name>; default: the searcher's name
-    latency: str = "table"  # table: the device's latency table; measure: every candidate on the device
-    pop_size: int = 100  # population per generation (Once-for-All's finder: 100)
-    generations: int = 50  # generations (50+ as in Once-for-All's finder)
-    mutation_prob: float = 0.1  # per-gene mutation probability
-    seed: int = 0  # seeds the search
-    measure_max: int = 24  # front members measured on the device (those near or under the target first)
-    force_table: bool = False  # use a latency table made on another device fingerprint (warns)
-    no_measure: bool = False  # select on predicted latency; print the command that measures the front on the device
 
 
 def run_space(workdir: Path) -> SearchSpace:
@@ -162,14 +145,14 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
     space = run_space(workdir)
     nsr = pd.read_csv(workdir / "nsr.csv")
     save_config(workdir, "search", asdict(cfg))
-    table = latency_table_for(workdir, space, cfg.device, cfg.force_table, progress)
+    table = latency_table_for(workdir, space, cfg.latency_device, cfg.force, progress)
     measure_here = table.measurable and not cfg.no_measure and cfg.measure_max > 0
     if table.note:
         print(f"note: {table.note}", file=sys.stderr)
     if cfg.latency == "measure" and not measure_here:
-        raise LatencyError(f"--latency measure needs device {cfg.device!r} here; it is not reachable (or "
+        raise LatencyError(f"--latency measure needs device {cfg.latency_device!r} here; it is not reachable (or "
                            "measuring is switched off): use --latency table")
-    measured = MeasuredLatency(space, cfg.device, workdir / "latency" / cfg.device / "measured.csv")
+    measured = MeasuredLatency(space, cfg.latency_device, workdir / "latency" / cfg.latency_device / "measured.csv")
     latency_fn = measured.genomes if cfg.latency == "measure" else (lambda g: table.predict_genomes(g, space))
     additive = additive_forms(cfg, space, predictor, nsr, table)  # (None, None) unless the searcher needs them
     accuracy = Objective("accuracy", predictor.genome_predictor(nsr, space), maximize=True, additive=additive[0])
@@ -193,8 +176,9 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
                                progress=progress)
     outputs = finalize_search(out, result, cfg.target_ms, measure=None, progress=progress)
     chosen = [result.archs[i] for i in front_to_measure(result, cfg, predicted) or range(len(result.archs))]
-    print(f"selected on predicted latency (not measured here); measure the front on the {cfg.device} machine with:\n"
-          f"  {bench_command(workdir, out, chosen, cfg.device)}")
+    print(f"selected on predicted latency (not measured here); measure the front on the {cfg.latency_device} "
+          "machine with:\n"
+          f"  {bench_command(workdir, out, chosen, cfg.latency_device)}")
     return outputs
 
 
@@ -224,21 +208,18 @@ def _searcher_settings(cfg: SearchConfig, extra: dict[str, Any] | None, workdir:
                        table: LatencyTable) -> dict[str, Any]:
     """Settings of the chosen searcher: population searchers get the budget; the gradient-based
     baselines get the run's training split and latency-table costs (penalties stay opt-in)."""
-    extra = dict(extra or {})
+    extra = {**cfg.settings, **(extra or {})}  # the searcher's own settings (SearchConfig.settings)
     if needs_additive(cfg.searcher):
         return {"seed": cfg.seed, **extra}
     if cfg.searcher in ("nsga2", "random"):
-        base = {"pop_size": cfg.pop_size, "generations": cfg.generations, "seed": cfg.seed}
-        if cfg.searcher == "nsga2":
-            base["mutation_prob"] = cfg.mutation_prob
-        return {**base, **extra}
+        return {"seed": cfg.seed, **extra}
     import baselines  # noqa: F401  (registers pc-darts and dso-nas; imported here only, baselines build on donna)
     from baselines.costs import table_op_cost
-    from donna.config import DataConfig
+    from donna.config import DataConfig, section_from_dict
     from donna.data import load_data
 
-    data = load_data(DataConfig(**(read_json(workdir / "config.json") or {})["data"]), space.input_size,
-                     space.in_channels)
+    recorded = (read_json(workdir / "config.json") or {})["data"]
+    data = load_data(section_from_dict(DataConfig, recorded), space.input_size, space.in_channels)
     op_cost, arch_cost = table_op_cost(table)
     base = {"seed": cfg.seed, "data": data, "op_cost": op_cost}
     if cfg.searcher == "pc-darts":

@@ -52,7 +52,7 @@ def get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workdi
 
 def _get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workdir: Path,
                  progress: bool) -> TeacherParts:
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.train_device)
     space = space.with_classes(data.num_classes)
     kind, arch = _kind(cfg)
     fp = fingerprint({"kind": kind, "source": cfg.source, "weights": cfg.weights, "data": data.describe(),
