@@ -222,6 +222,22 @@ def main(argv: list[str] | None = None) -> int:
     return run_guarded("donna", lambda: _dispatch(args), debug=getattr(args, "debug", False))
 
 
+def parse_config(argv: list[str]) -> Any:
+    """The config tree a stage command line means (``["search", "--target-ms", "5"]``), without running it.
+
+    Raises:
+        ValueError: a bad flag, ``--set`` pair or ``--config`` file (the one line the command would print).
+    """
+    from donna.cli_config import tree_from_args
+
+    parser = build_parser(_preload(list(argv)))
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit:
+        raise ValueError(f"bad arguments: {' '.join(argv)}") from None
+    return tree_from_args(args, args.command, args.base)
+
+
 def _preload(argv: list[str]) -> dict[str, Any]:
     """Before parsing: imports the ``--plugin`` modules (their data sets and searchers are then known to the
     flags' checks) and reads a ``--config`` file; returns ``{command: tree}`` for that file."""

@@ -39,28 +39,50 @@ def _device(text: str) -> str:
     return text
 
 
+def _device_flags(parser: argparse.ArgumentParser) -> None:
+    """``--latency-device`` (its name in ``donna`` too) and ``--device``, the name it has always had here."""
+    parser.add_argument("--latency-device", dest="device", type=_device, default="cpu",
+                        help="device profile (see `latency devices`; default: cpu)")
+    parser.add_argument("--device", dest="device", type=_device, default=argparse.SUPPRESS,
+                        help="alias of --latency-device")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("donna-nas")
+    except PackageNotFoundError:  # a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="latency", description="Measure what a network costs on a device.")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    p.add_argument("--version", action="version", version=f"latency {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("devices", help="list device profiles and which are reachable now")
     dev.add_argument("--json", action="store_true", help="print JSON")
     bench = sub.add_parser("bench", help="measure .onnx files or architecture JSONs on a device")
     bench.add_argument("models", nargs="+", help="MODEL.onnx or ARCH.json files")
-    bench.add_argument("--device", type=_device, default="cpu", help="device profile (see `latency devices`)")
+    _device_flags(bench)
     bench.add_argument("--input-shape", type=_shape, default=None, help="C,H,W for dynamic ONNX inputs")
     bench.add_argument("--json", action="store_true", help="print a JSON list, one object per model")
     table = sub.add_parser("table", help="build (or resume) a per-block latency table")
-    table.add_argument("--device", type=_device, default="cpu")
-    table.add_argument("--space", type=space_arg, default="mbconv-tiny", help="search space name or JSON file")
+    _device_flags(table)
+    table.add_argument("--space", type=space_arg, default="mbconv-tiny",
+                       help="search space name or JSON file (default: mbconv-tiny)")
     table.add_argument("--out", type=Path, default=None, help="folder (default runs/latency/<device>-<space>)")
     table.add_argument("--num-classes", type=int_at_least(1), default=None,
                        help="classes of the run's data set when they differ from the space's (changes the head)")
     table.add_argument("--n-calibration", type=int_at_least(2), default=10,
-                       help="architectures measured whole to calibrate the sum (at least 2)")
-    table.add_argument("--n-validation", type=int_at_least(0), default=30)
-    table.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0)
-    table.add_argument("--force", action="store_true", help="resume rows of another fingerprint")
+                       help="architectures measured whole to calibrate the sum (at least 2; default: 10)")
+    table.add_argument("--n-validation", type=int_at_least(0), default=30,
+                       help="architectures measured whole to report the table's error (default: 30)")
+    table.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0, help="seeds the sampled architectures "
+                       "(default: 0)")
+    table.add_argument("--force", action="store_true", help="use (resume) rows measured on another device "
+                       "fingerprint, as `donna search --force`")
     for command in (dev, bench, table):  # `latency table ... --debug` as well as `latency --debug table ...`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the full traceback of an error")
