@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
             for init in INITS:
                 epochs = args.epochs if init == "scratch" else (args.bkd_epochs or max(1, args.epochs // 3))
                 cfg = FinetuneConfig(arch=args.arch, epochs=epochs, lr=args.lr, kd_weight=args.kd_weight,
-                                     seed=seed, init=init, device=args.device)
+                                     seed=seed, init=init, train_device=args.device)
                 curves[init, seed] = curve = run_curve(arch, cfg, workdir, (data, teacher, space), Path(scratch))
                 print(f"  seed {seed} {init:7s}: final val {curve.val_accuracy[-1]:.4f} in {curve.seconds:.0f} s",
                       flush=True)

@@ -45,7 +45,7 @@ from donna import search_stage  # noqa: E402
 from donna.finetune_stage import FinetuneConfig, run_finetune  # noqa: E402
 from donna.runfolder import read_json  # noqa: E402
 from donna.search_stage import SearchConfig, latency_table_for, run_search, run_space  # noqa: E402
-from search import NoArchMeetsTarget  # noqa: E402
+from search import NoArchMeetsTarget, NSGA2Config  # noqa: E402
 
 MARKER = ".bench-searchers"  # marks a scratch folder this script made (and may wipe)
 INPUTS = ("config.json", "teacher.json", "teacher.pt", "nsr.csv", "labels.csv", "predictor.json", "library")
@@ -88,7 +88,7 @@ def resolve_target(workdir: Path, device: str, given: float | None) -> float:
     if given:
         return given
     recorded = ((read_json(workdir / "config.json") or {}).get("search") or {})
-    if recorded.get("target_ms") and recorded.get("device") == device:
+    if recorded.get("target_ms") and recorded.get("latency_device", recorded.get("device")) == device:
         return float(recorded["target_ms"])
     from donna.run_all import default_target_ms
 
@@ -134,7 +134,7 @@ def timed_finalize(seconds: list[float]) -> Iterator[None]:
 
 def run_one_search(out: Path, variant: Variant, cfg: SearchConfig) -> dict[str, Any]:
     """Runs one search in ``out``; its chosen row (or the fastest when nothing meets the target) and timings."""
-    (out / "latency" / cfg.device / "measured.csv").unlink(missing_ok=True)  # each searcher measures its own
+    (out / "latency" / cfg.latency_device / "measured.csv").unlink(missing_ok=True)  # each searcher measures its own
     finalize: list[float] = []
     start = time.perf_counter()
     with timed_finalize(finalize):
@@ -240,8 +240,9 @@ def table_row(variant: Variant, search: dict[str, Any] | None, tuned: dict[str, 
 
 def run_variant(out: Path, variant: Variant, args: argparse.Namespace, target_ms: float) -> dict[str, Any]:
     """Search, then finetune; a failure is reported in the row instead of stopping the benchmark."""
-    cfg = SearchConfig(device=args.device, target_ms=target_ms, searcher=variant.searcher, pop_size=args.pop_size,
-                       generations=args.generations, seed=args.seed)
+    population = {"pop_size": args.pop_size, "generations": args.generations}
+    cfg = SearchConfig(latency_device=args.device, target_ms=target_ms, searcher=variant.searcher, seed=args.seed,
+                       settings=population if variant.searcher in ("nsga2", "random") else {})
     search = tuned = error = None
     try:
         search = run_one_search(out, variant, cfg)
@@ -273,8 +274,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="latency device profile")
     parser.add_argument("--target-ms", type=float, default=None,
                         help="latency target (default: the run's last search target, else donna run's default)")
-    parser.add_argument("--pop-size", type=int, default=SearchConfig.pop_size, help="NSGA-II / random population")
-    parser.add_argument("--generations", type=int, default=SearchConfig.generations, help="NSGA-II / random rounds")
+    parser.add_argument("--pop-size", type=int, default=NSGA2Config.pop_size, help="NSGA-II / random population")
+    parser.add_argument("--generations", type=int, default=NSGA2Config.generations, help="NSGA-II / random rounds")
     parser.add_argument("--pcdarts-options", default="{}", help=f"JSON over PC-DARTS's quick options {PCDARTS_QUICK}")
     parser.add_argument("--dsonas-options", default="{}", help=f"JSON over DSO-NAS's quick options {DSONAS_QUICK}")
     parser.add_argument("--latency-weight", type=float, default=1.0, help="PC-DARTS opt-in penalty weight")

@@ -275,10 +275,12 @@ COMMANDS = {
 COMMAND_DEFAULTS = {"run": {"search.target_ms": None}}  # donna run: None computes a target the space can meet
 SEARCHER_FLAGS = {"--pop-size": ("pop_size", int_at_least(2)), "--generations": ("generations", int_at_least(1))}
 # flags of earlier versions, kept as aliases: (flag, tree path, help)
+LABEL_EPOCHS = ("--label-epochs", "labels.epochs", "alias of --labels-epochs")
 ALIASES = {
-    "build-predictor": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)")],
+    "build-predictor": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)"),
+                        LABEL_EPOCHS],
     "finetune": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)")],
-    "run": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)")],
+    "run": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)"), LABEL_EPOCHS],
     "search": [("--device", "latency_device", "alias of --latency-device: the latency device profile searched for "
                 "(`latency devices`), not a torch device"),
                ("--force-table", "search.force", "alias of --force")],
@@ -432,7 +434,8 @@ def add_tree_args(parser: argparse.ArgumentParser, name: str, base: DonnaConfig,
         group = groups[setting.path.rpartition(".")[0]]
         shown = "required" if setting.path == "search.target_ms" and name == "search" and not has_config else \
             f"default: {_shown(default)}"
-        text = f"{setting.comment} ({shown}; --set {setting.path}=...)".replace("%", "%%")
+        via = "" if setting.path == "plugins" else f"; --set {setting.path}=..."
+        text = f"{setting.comment} ({shown}{via})".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": setting.path, "default": default, "help": text}
         if setting.path == "plugins":
             kwargs.update(action="append", metavar="MODULE", default=list(default))
@@ -441,7 +444,9 @@ def add_tree_args(parser: argparse.ArgumentParser, name: str, base: DonnaConfig,
         elif setting.hint in (bool, "bool"):
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs.update(type=value_parser(setting), metavar=setting.name.upper())
+            choices = setting.field.metadata.get("choices")
+            kwargs.update(type=value_parser(setting),
+                          metavar="{" + ",".join(choices) + "}" if choices else setting.name.upper())
         if setting.path == "search.target_ms" and name == "search" and not has_config:
             kwargs["required"] = True
         group.add_argument(setting.flag(command), **kwargs)
@@ -524,7 +529,12 @@ def _checked_settings(searcher: str, settings: dict[str, Any], seed: int) -> dic
     """The searcher's settings, checked against its config (``seed`` is the run's: use ``--seed``)."""
     if "seed" in settings:
         raise ValueError("--set seed: the searcher's seed is the run's one seed; use --seed")
-    if settings:
+    config_cls = _searcher_config_class(searcher) if settings else None
+    unknown = sorted(set(settings) - set(typing.get_type_hints(config_cls))) if config_cls else []
+    if unknown:
+        raise ValueError(f"{unknown[0]} is not a setting of searcher {searcher!r} (--{unknown[0].replace('_', '-')} "
+                         f"or --set {unknown[0]}=...); its settings: {', '.join(typing.get_type_hints(config_cls))}")
+    if config_cls is not None:
         _check_searcher_settings(searcher, {}, {**settings, "seed": seed})
     return settings
 
@@ -538,6 +548,8 @@ def _set_path(key: str, command: Command) -> str | None:
     section, dot, name = key.partition(".")
     if key.startswith("searcher.") and "search" in command.sections:
         return None
+    if key == "plugins":
+        raise ValueError("--set plugins: plugins are imported before the flags are read; use --plugin MODULE")
     if not dot:
         if key in command.top or key in SHARED:
             return key

@@ -161,7 +161,7 @@ class LabelConfig(_Section):
     # sum-NSR and MACs)
     pool_size: int = _meta(4000, ge=1)  # uniform candidates the spread-out sample is drawn from
     # The finetune recipe (SGD, Nesterov, cosine, lr 0.05, KD 0.5 at T=4), shortened: fewer steps.
-    epochs: int = _meta(1, ge=1, flag="--label-epochs")  # passes over the label training subset
+    epochs: int = _meta(1, ge=1)  # passes over the label training subset
     train_samples: int | None = _meta(3000, ge=1)  # seeded subset of the train split every label trains on (None:
     # all)
     lr: float = _meta(0.05, gt=0.0)  # peak learning rate (SGD, cosine), as the finetune

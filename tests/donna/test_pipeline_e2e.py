@@ -55,12 +55,12 @@ def test_rerun_skips_finished_stages_and_refuses_another_space(run):
 
 def test_search_selects_under_target_and_fails_clearly_below_reach(run):
     workdir, _, _ = run
-    out = run_search(workdir, SearchConfig(target_ms=100.0, pop_size=8, generations=3), progress=False)
+    out = run_search(workdir, SearchConfig(target_ms=100.0, settings={"pop_size": 8, "generations": 3}), progress=False)
     assert out.selected["measured_ms"] <= 100.0
     for name in ("pareto.csv", "pareto.png", "selected.json"):
         assert (workdir / "search" / "nsga2" / name).is_file()
     with pytest.raises(NoArchMeetsTarget, match="fastest"):
-        run_search(workdir, SearchConfig(target_ms=1e-6, pop_size=8, generations=3), progress=False)
+        run_search(workdir, SearchConfig(target_ms=1e-6, settings={"pop_size": 8, "generations": 3}), progress=False)
 
 
 def test_search_cli_without_predictor_names_the_command(tmp_path, capsys):
@@ -70,7 +70,7 @@ def test_search_cli_without_predictor_names_the_command(tmp_path, capsys):
 
 def test_finetune_exports_onnx_that_agrees_with_torch(run):
     workdir, _, _ = run
-    run_search(workdir, SearchConfig(target_ms=100.0, pop_size=8, generations=3), progress=False)
+    run_search(workdir, SearchConfig(target_ms=100.0, settings={"pop_size": 8, "generations": 3}), progress=False)
     metrics = run_finetune(workdir, FinetuneConfig(epochs=1, latency_device="cpu"), progress=False)
     assert metrics["onnx_torch_top1_agreement"] == 1.0
     assert metrics["examples"] > 100 and metrics["measured_ms"] > 0
@@ -93,7 +93,7 @@ def test_finetune_of_an_arch_outside_the_space_names_the_slot(run, tmp_path):
 
 def test_search_with_measured_latency_caches_every_candidate(run):
     workdir, _, _ = run
-    cfg = SearchConfig(target_ms=100.0, pop_size=4, generations=2, latency="measure")
+    cfg = SearchConfig(target_ms=100.0, settings={"pop_size": 4, "generations": 2}, latency="measure")
     out = run_search(workdir, cfg, progress=False)
     cache = pd.read_csv(workdir / "latency" / "cpu" / "measured.csv")
     assert set(out.rows["key"]) <= set(cache["key"])
@@ -107,7 +107,7 @@ def test_finetune_killed_mid_epoch_resumes_and_finishes(run, monkeypatch):
     import donna.train
 
     workdir, _, _ = run
-    run_search(workdir, SearchConfig(target_ms=100.0, pop_size=8, generations=3), progress=False)
+    run_search(workdir, SearchConfig(target_ms=100.0, settings={"pop_size": 8, "generations": 3}), progress=False)
     cfg = FinetuneConfig(epochs=2, seed=7, latency_device="cpu")
     real_loss, calls = donna.train.distillation_loss, {"n": 0}
 

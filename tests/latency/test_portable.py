@@ -193,7 +193,7 @@ def test_search_on_a_reachable_device_can_skip_measuring(run_folder, capsys, how
     here = resolve_device("cpu")[1].fingerprint()  # the table matches this machine: the device is reachable
     _copy_in(run_folder / "latency" / "cpu", remote_table(space, device="cpu", fingerprint=here, scale=0.01))
     off = {"measure_max": 0} if how == "measure_max" else {"no_measure": True}
-    cfg = SearchConfig(device="cpu", target_ms=0.12, pop_size=8, generations=2, **off)
+    cfg = SearchConfig(latency_device="cpu", target_ms=0.12, settings={"pop_size": 8, "generations": 2}, **off)
     outputs = run_search(run_folder, cfg, progress=False)
     assert not (run_folder / "latency" / "cpu" / "measured.csv").exists()  # nothing was measured
     assert np.isnan(outputs.selected["measured_ms"]) and outputs.selected["predicted_ms"] <= 0.12
