@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from donna.assemble import recalibrate_bn  # noqa: E402
 from donna.bkd import compute_features, train_slot_cached, view_features  # noqa: E402
-from donna.config import BKDConfig, DataConfig, TeacherConfig  # noqa: E402
+from donna.config import BKDConfig, DataConfig, TeacherConfig, section_from_dict  # noqa: E402
 from donna.data import load_data, subset  # noqa: E402
 from donna.nsr import nsr  # noqa: E402
 from donna.rankstats import bootstrap_taus  # noqa: E402
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(args.workdir)
     config = read_json(workdir / "config.json") or {}
     space = run_space(workdir)
-    data = load_data(DataConfig(**config["data"]), space.input_size, space.in_channels)
+    data = load_data(section_from_dict(DataConfig, config["data"]), space.input_size, space.in_channels)
     from donna.teacher import get_teacher
 
-    teacher = get_teacher(TeacherConfig(**config["teacher"]), space, data, workdir, progress=False)
+    teacher = get_teacher(section_from_dict(TeacherConfig, config["teacher"]), space, data, workdir, progress=False)
     cfg = BKDConfig(**{k: v for k, v in config.get("bkd", {}).items() if k in BKDConfig.__dataclass_fields__})
     cfg = dataclasses.replace(cfg, epochs=args.epochs or cfg.epochs, threads=1)
     print(f"BKD weight-sharing bias, slot {args.slot} of {space.name}: {platform.platform()}, {os.cpu_count()} CPUs, "

@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from blocks import Arch, SearchSpace  # noqa: E402
 from blocks.teachers import TeacherParts  # noqa: E402
-from donna.config import DataConfig, TeacherConfig  # noqa: E402
+from donna.config import DataConfig, TeacherConfig, section_from_dict  # noqa: E402
 from donna.data import DataSplits, load_data  # noqa: E402
 from donna.finetune_stage import FinetuneConfig, finetune_model, resolve_run_arch  # noqa: E402
 from donna.runfolder import read_json  # noqa: E402
@@ -91,8 +91,8 @@ def load_inputs(workdir: Path, arch_ref: str) -> tuple[DataSplits, TeacherParts,
 
     config = read_json(workdir / "config.json") or {}
     space = run_space(workdir)
-    data = load_data(DataConfig(**config["data"]), space.input_size, space.in_channels)
-    teacher = get_teacher(TeacherConfig(**config["teacher"]), space, data, workdir, progress=False)
+    data = load_data(section_from_dict(DataConfig, config["data"]), space.input_size, space.in_channels)
+    teacher = get_teacher(section_from_dict(TeacherConfig, config["teacher"]), space, data, workdir, progress=False)
     return data, teacher, space, resolve_run_arch(workdir, arch_ref, space)
 
 

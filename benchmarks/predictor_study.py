@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from blocks import Arch, SearchSpace  # noqa: E402
 from blocks.fileio import atomic_path  # noqa: E402
-from donna.config import DataConfig, TeacherConfig  # noqa: E402
+from donna.config import DataConfig, TeacherConfig, section_from_dict  # noqa: E402
 from donna.data import load_data  # noqa: E402
 from donna.labels import LabelConfig, label_one  # noqa: E402
 from donna.nsr import arch_nsr, load_nsr_table  # noqa: E402
@@ -91,10 +91,10 @@ def run_labels(workdir: Path, args: argparse.Namespace) -> None:
     """Labels this shard's part of the plan into its resumable CSV."""
     config = read_json(workdir / "config.json") or {}
     space = run_space(workdir)
-    data = load_data(DataConfig(**config["data"]), space.input_size, space.in_channels)
+    data = load_data(section_from_dict(DataConfig, config["data"]), space.input_size, space.in_channels)
     from donna.teacher import get_teacher
 
-    teacher = get_teacher(TeacherConfig(**config["teacher"]), space, data, workdir, progress=False)
+    teacher = get_teacher(section_from_dict(TeacherConfig, config["teacher"]), space, data, workdir, progress=False)
     table = load_nsr_table(workdir)
     shard, shards = (int(v) for v in args.shard.split("/"))
     jobs = plan(workdir, space, args)[shard::shards]
