@@ -428,37 +428,13 @@ def add_tree_args(parser: argparse.ArgumentParser, name: str, base: DonnaConfig,
         doc = " ".join((_section_class(section).__doc__ or "").split())
         groups[section] = parser.add_argument_group(f"{section} ({_section_class(section).__name__})", doc)
     for setting in tree_settings(command):
-        default = COMMAND_DEFAULTS.get(name, {}).get(setting.path, _get(base, setting.path))
-        if has_config:
-            default = _get(base, setting.path)
+        default = _get(base, setting.path)
+        if not has_config:
+            default = COMMAND_DEFAULTS.get(name, {}).get(setting.path, default)
+        required = setting.path == "search.target_ms" and name == "search" and (not has_config or default is None)
         group = groups[setting.path.rpartition(".")[0]]
-        shown = "required" if setting.path == "search.target_ms" and name == "search" and not has_config else \
-            f"default: {_shown(default)}"
-        via = "" if setting.path == "plugins" else f"; --set {setting.path}=..."
-        text = f"{setting.comment} ({shown}{via})".replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": setting.path, "default": default, "help": text}
-        if setting.path == "plugins":
-            kwargs.update(action="append", metavar="MODULE", default=list(default))
-        elif setting.hint in (bool, "bool") and not default:
-            kwargs["action"] = "store_true"
-        elif setting.hint in (bool, "bool"):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            choices = setting.field.metadata.get("choices")
-            kwargs.update(type=value_parser(setting),
-                          metavar="{" + ",".join(choices) + "}" if choices else setting.name.upper())
-        if setting.path == "search.target_ms" and name == "search" and not has_config:
-            kwargs["required"] = True
-        group.add_argument(setting.flag(command), **kwargs)
-    settings = {s.path: s for s in tree_settings(command)}
-    for flag, path, text in ALIASES.get(name, []):
-        kind = {"action": "store_true"} if settings[path].hint in (bool, "bool") else {
-            "type": value_parser(settings[path])}
-        parser.add_argument(flag, dest=path, default=argparse.SUPPRESS, help=text, **kind)
-    if "search" in command.sections:
-        for flag, (key, parse) in SEARCHER_FLAGS.items():
-            parser.add_argument(flag, dest=f"searcher.{key}", type=parse, default=argparse.SUPPRESS,
-                                help=f"the searcher's {key} (as --set {key}=N; default: the searcher's own)")
+        group.add_argument(setting.flag(command), **_flag_kwargs(setting, default, required))
+    _add_aliases(parser, name, command)
     sets = "section.field=VALUE (any setting above, e.g. --set bkd.epochs=2)"
     if "search" in command.sections:
         sets += ("; KEY=VALUE or searcher.KEY=VALUE: a setting of the searcher, e.g. --set epochs=5 (pc-darts), "
@@ -466,6 +442,35 @@ def add_tree_args(parser: argparse.ArgumentParser, name: str, base: DonnaConfig,
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=sets + "; repeatable")
     parser.add_argument("--config", metavar="FILE", default=None,
                         help="a saved run's config.json: its settings become the defaults (flags still win)")
+
+
+def _flag_kwargs(setting: Setting, default: Any, required: bool) -> dict[str, Any]:
+    """``add_argument`` keywords of one setting: dest (its tree path), default, help, and how it parses."""
+    via = "" if setting.path == "plugins" else f"; --set {setting.path}=..."
+    shown = "required" if required else f"default: {_shown(default)}"
+    kwargs: dict[str, Any] = {"dest": setting.path, "default": default, "required": required,
+                              "help": f"{setting.comment} ({shown}{via})".replace("%", "%%")}
+    if setting.path == "plugins":
+        kwargs.update(action="append", metavar="MODULE", default=list(default))
+    elif setting.hint is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+    else:
+        choices = setting.field.metadata.get("choices")
+        kwargs.update(type=value_parser(setting),
+                      metavar="{" + ",".join(choices) + "}" if choices else setting.name.upper())
+    return kwargs
+
+
+def _add_aliases(parser: argparse.ArgumentParser, name: str, command: Command) -> None:
+    """The flags of earlier versions (``search --device``, ``--force-table``, ``--pop-size``) beside the new ones."""
+    settings = {s.path: s for s in tree_settings(command)}
+    for flag, path, text in ALIASES.get(name, []):
+        kind = {"action": "store_true"} if settings[path].hint is bool else {"type": value_parser(settings[path])}
+        parser.add_argument(flag, dest=path, default=argparse.SUPPRESS, help=text, **kind)
+    if "search" in command.sections:
+        for flag, (key, parse) in SEARCHER_FLAGS.items():
+            parser.add_argument(flag, dest=f"searcher.{key}", type=parse, default=argparse.SUPPRESS,
+                                help=f"the searcher's {key} (as --set {key}=N; default: the searcher's own)")
 
 
 def searcher_help() -> str:
@@ -589,9 +594,12 @@ def load_config_file(path: str, name: str) -> DonnaConfig:
                                                  "not a run's config.json (a JSON object of sections)"))
     command = COMMANDS.get(name, COMMANDS["run"])
     try:
-        return from_sections(config, main=command.sections[0])
+        tree = from_sections(config, main=command.sections[0])
     except TypeError as err:
         raise ValueError(f"--config {path}: a section does not fit this version's settings ({err})") from None
+    if not isinstance(config.get("search"), dict):  # no search ran: its target is not known (donna search asks)
+        tree = dataclasses.replace(tree, search=dataclasses.replace(tree.search, target_ms=None))
+    return tree
 
 
 def predictor_config(tree: DonnaConfig) -> PredictorRunConfig:

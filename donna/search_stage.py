@@ -138,6 +138,8 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
         search.NoArchMeetsTarget: nothing on the measured front meets ``cfg.target_ms``.
     """
     workdir = Path(workdir)
+    if cfg.target_ms is None:
+        raise ValueError("search: no latency target; pass --target-ms (donna run computes one when it is None)")
     if needs_additive(cfg.searcher) and cfg.latency != "table":
         raise ValueError(f"--searcher {cfg.searcher} needs a latency that adds up over slots, but --latency "
                          f"{cfg.latency} measures every candidate whole; use --latency table")

@@ -4,6 +4,7 @@ fields, --config reproducing a saved config.json, --version, registries read at 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -89,6 +90,10 @@ def test_config_reproduces_a_saved_config(tmp_path):
     assert parse_config(["search", "--config", config]).search == saved.search  # no --target-ms needed
     again = parse_config(["finetune", "--config", config, "--epochs", "2"])  # a flag still wins
     assert again.finetune == dataclasses.replace(saved.finetune, epochs=2)
+    (tmp_path / "predictor-only.json").write_text(json.dumps({k: v for k, v in json.loads(
+        (tmp_path / "config.json").read_text()).items() if k != "search"}))
+    with pytest.raises(ValueError, match="bad arguments"):  # argparse: --target-ms is required
+        parse_config(["search", "--config", str(tmp_path / "predictor-only.json")])
 
 
 def test_config_of_an_earlier_version_still_loads():
@@ -143,3 +148,20 @@ def test_flags_keep_one_name_across_commands(capsys):
         assert "--latency-device" in _help(command, capsys)
     assert "--force " in _help("search", capsys)
     assert parse_config(["run"]).search.target_ms is None  # no sentinel: None computes a target the space meets
+
+
+def test_a_searcher_registered_by_a_plugin_is_known_to_the_cli(tmp_path, monkeypatch):
+    from search.registry import SEARCHERS
+
+    (tmp_path / "my_searcher_plugin.py").write_text(
+        "from search import register_searcher\nfrom search.random_search import RandomSearcher\n"
+        "register_searcher('my-random', RandomSearcher)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError):
+        parse_config(["search", "--target-ms", "1", "--searcher", "my-random"])  # unknown without the plugin
+    try:
+        tree = parse_config(["search", "--plugin", "my_searcher_plugin", "--target-ms", "1", "--searcher",
+                             "my-random", "--pop-size", "4"])
+        assert tree.search.searcher == "my-random" and tree.search.settings == {"pop_size": 4}
+    finally:
+        SEARCHERS._items.pop("my-random", None)
