@@ -61,6 +61,7 @@ class BKDConfig:
     """Blockwise knowledge distillation (METHODS.md, DONNA 2): one weight-shared supernet per slot by default."""
 
     mode: str = "supernet"  # supernet (nested weight sharing, OFA-style) or independent (every option its own weights)
+    init: str = "teacher"  # teacher: start from the teacher's block where it is an option (OFA); random
     sampling: str = "sandwich"  # supernet options per step: sandwich (largest + smallest + random) or uniform (one)
     random_per_step: int = 2  # sandwich: uniformly sampled options trained beside the largest and the smallest
     epochs: int = 4  # passes over the training split (DNA: 20 per stage on ImageNet)
