@@ -96,4 +96,4 @@ def build_model(arch: Arch) -> ArchNet:
         channels = spec.out_channels
     model = ArchNet(build_stem(arch), blocks, build_head(arch, channels), arch)
     init_weights(model)
-    return model
+    return model.to(memory_format=torch.channels_last)  # see blocks.layers.to_channels_last

@@ -11,6 +11,7 @@ seeded per (seed, slot, epoch), so a killed run resumes to the same weights as a
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
@@ -112,11 +113,15 @@ class SlotTrainer:
     """
 
     def __init__(self, cfg: BKDConfig, space: SearchSpace, slot: int, run: RunFolder, fp: str,
-                 device: torch.device) -> None:
+                 device: torch.device, teacher_block: torch.nn.Module | None = None) -> None:
         self.cfg, self.slot, self.run, self.fp, self.device = cfg, slot, run, fp, device
         self.options = space.options(slot)
         self.module = make_slot_module(cfg.mode, space, slot)
         seeded_init(self.module, torch.Generator().manual_seed(_seed(cfg.seed, "init", slot)))
+        if cfg.init not in ("teacher", "random"):
+            raise ValueError(f"unknown BKD init {cfg.init!r}; known: teacher, random")
+        self.from_teacher = cfg.init == "teacher" and teacher_block is not None and \
+            self.module.load_teacher(copy.deepcopy(teacher_block).cpu())
         self.module.to(device).train()
         self.opt = torch.optim.Adam(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_decay)
@@ -181,7 +186,7 @@ class SlotTrainer:
                     lambda p: torch.save({"format": LIBRARY_FORMAT, "mode": self.cfg.mode, "slot": self.slot,
                                           "fingerprint": self.fp, "state_dict": state}, p))
         manifest = {"format": LIBRARY_FORMAT, "slot": self.slot, "mode": self.cfg.mode, "fingerprint": self.fp,
-                    "epochs": self.epoch, "train_nsr": self.history, "seconds": round(self.seconds, 3),
+                    "init": "teacher" if self.from_teacher else "random", "epochs": self.epoch, "train_nsr": self.history, "seconds": round(self.seconds, 3),
                     "options": [str(o) for o in self.options]}
         write_json(self.run.slot_manifest(self.slot), manifest)
         self.run.slot_checkpoint(self.slot).unlink(missing_ok=True)
@@ -189,11 +194,11 @@ class SlotTrainer:
 
 
 def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list[tuple[torch.Tensor, torch.Tensor]],
-                      workdir: str, fp: str, progress: bool = True,
-                      step_callback: StepCallback | None = None) -> dict[str, Any]:
+                      workdir: str, fp: str, progress: bool = True, step_callback: StepCallback | None = None,
+                      teacher_block: torch.nn.Module | None = None) -> dict[str, Any]:
     """Job: trains one slot from cached teacher features; epoch e uses ``views[e % len(views)]`` (input, target)."""
     set_threads(cfg.threads)
-    trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, pick_device(cfg.train_device))
+    trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, pick_device(cfg.train_device), teacher_block)
     n, bs = len(views[0][0]), cfg.batch_size
     stop = n - n % bs if n >= bs else n
     steps = math.ceil(stop / bs)
@@ -222,7 +227,7 @@ def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherPa
     """Job: trains ``slots`` together, one teacher forward per batch feeding every slot (large data sets)."""
     set_threads(cfg.threads)
     device, run = pick_device(cfg.train_device), RunFolder(workdir)
-    trainers = [SlotTrainer(cfg, space, s, run, fps[s], device) for s in slots]
+    trainers = [SlotTrainer(cfg, space, s, run, fps[s], device, teacher.blocks[s]) for s in slots]
     teacher = teacher.to(device).eval()
     for epoch in tqdm(range(min(t.epoch for t in trainers), cfg.epochs), desc="bkd (streamed)",
                       disable=not progress, leave=False):
@@ -300,7 +305,8 @@ def _jobs(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: DataS
         raise ValueError(f"unknown BKD features mode {cfg.features!r}; known: auto, memory, stream")
     views = [features] if features is not None else view_features(cfg, teacher.to(device), data.train, device, progress)
     return [Job(f"bkd slot {s}", train_slot_cached,
-                (cfg, space, s, [(v[s], v[s + 1]) for v in views], workdir, fps[s], progress, step_callback))
+                (cfg, space, s, [(v[s], v[s + 1]) for v in views], workdir, fps[s], progress, step_callback,
+                 teacher.blocks[s]))
             for s in pending]
 
 

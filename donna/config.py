@@ -110,6 +110,8 @@ class BKDConfig(_Section):
 
     mode: str = _meta("supernet", choices=("supernet", "independent"))  # supernet (nested weight sharing, OFA-style)
     # or independent (every option its own weights)
+    init: str = _meta("teacher", choices=("teacher", "random"))  # teacher: start from the teacher's block where it is
+    # an option (OFA); random
     sampling: str = _meta("sandwich", choices=("sandwich", "uniform"))  # supernet options per step: sandwich
     # (largest + smallest + random) or uniform (one)
     random_per_step: int = _meta(2, ge=0)  # sandwich: uniformly sampled options trained beside the largest and the

@@ -7,6 +7,7 @@ run resumes where it stopped when the same command is run again.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ class PredictorRun:
     labels: pd.DataFrame
     nsr: pd.DataFrame
     seconds: dict[str, float]  # wall time of every stage in this call
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU time (this process and its workers)
     convergence: dict = field(default_factory=dict)  # NSR of the teacher-identical options (library/convergence.json)
     teacher: dict = field(default_factory=dict)  # teacher.json: what the teacher is and its val accuracy
     warnings: list[str] = field(default_factory=list)  # weak stages: read them before trusting the predictor
@@ -65,12 +67,13 @@ def build_predictor(workdir: str | Path, cfg: PredictorRunConfig | None = None,
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    cpu: dict[str, float] = {}
+    clock, cpu_clock = time.perf_counter(), cpu_time()
 
     def lap(stage: str) -> None:
-        nonlocal clock
-        seconds[stage] = time.perf_counter() - clock
-        clock = time.perf_counter()
+        nonlocal clock, cpu_clock
+        seconds[stage], cpu[stage] = time.perf_counter() - clock, cpu_time() - cpu_clock
+        clock, cpu_clock = time.perf_counter(), cpu_time()
 
     base = get_space(cfg.space)
     data = load_data(cfg.data, base.input_size, base.in_channels)
@@ -92,8 +95,14 @@ def build_predictor(workdir: str | Path, cfg: PredictorRunConfig | None = None,
     predictor.to_json(workdir / "predictor.json")
     lap("fit")
     info = read_json(workdir / "teacher.json") or {}
-    return PredictorRun(predictor, labels, nsr, seconds, convergence, info,
+    return PredictorRun(predictor, labels, nsr, seconds, cpu, convergence, info,
                         stage_warnings(info, convergence, labels, predictor, data.num_classes))
+
+
+def cpu_time() -> float:
+    """CPU seconds used so far by this process and its finished worker processes (user + system)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def stage_warnings(teacher: dict, convergence: dict, labels: pd.DataFrame, predictor: AccuracyPredictor,
@@ -144,5 +153,6 @@ def summary(result: PredictorRun) -> str:
     lines.append(quality_table(result.predictor).to_string(float_format=lambda v: f"{v:.3f}"))
     lines.append(paired_summary(result.predictor))
     lines.extend(f"WARNING: {w}" for w in result.warnings)
-    lines.append("stage times this call: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items()))
+    lines.append("stage times this call (wall / CPU): " + ", ".join(
+        f"{k} {v:.0f}s / {result.cpu_seconds.get(k, float('nan')):.0f}s" for k, v in result.seconds.items()))
     return "\n".join(lines)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blocks import get_space, init_weights
+from blocks import build_block, get_space, init_weights
 from donna.supernet import OptionBank, SlotSupernet, make_slot_module
 
 from .conftest import tiny_space
@@ -82,3 +82,31 @@ def test_bad_option_mode_and_type_raise_clear_errors():
     with pytest.raises(ValueError, match="mode='independent'"):
         SlotSupernet(fused, 0)
     assert len(OptionBank(fused, 0).blocks) == fused.slots[0].num_options
+
+
+@pytest.mark.parametrize("mode", ["supernet", "independent"])
+def test_teacher_initialisation_reproduces_the_teacher_block(mode):
+    space = tiny_space()
+    for slot in range(space.num_slots):
+        options = space.options(slot)
+        for spec in (options[-1], options[len(options) // 2]):  # the largest and a middle option
+            torch.manual_seed(7)
+            teacher_block = build_block(spec, space.slot_input_shape(slot)[0])
+            _randomise(teacher_block)
+            teacher_block.eval()
+            module = make_slot_module(mode, space, slot)
+            before = module.extract(options[0]).state_dict()
+            assert module.load_teacher(teacher_block)
+            module.eval()
+            x = torch.randn(3, *space.slot_input_shape(slot))
+            assert torch.allclose(module(x, spec), teacher_block(x), atol=1e-5), (mode, slot, spec)
+            after = module.extract(options[0]).state_dict()  # the smallest option starts from the teacher too
+            assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_teacher_initialisation_skips_blocks_that_are_no_option():
+    space = tiny_space()
+    net = SlotSupernet(space, 0)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    assert not net.load_teacher(torch.nn.Conv2d(3, 3, 1))
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
