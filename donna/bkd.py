@@ -332,7 +332,7 @@ class BlockLibrary:
 
     def __init__(self, workdir: str | Path, space: SearchSpace) -> None:
         root = Path(workdir)
-        self.run = RunFolder(root.parent if root.name == "library" and not (root / "library").is_dir() else root)
+        self.run = RunFolder(root.parent if root.name == "library" and not RunFolder(root).library.is_dir() else root)
         self.space = space
         self._modules: dict[int, SlotSupernet | OptionBank] = {}
         self._bn: dict[int, dict[str, dict[str, torch.Tensor]]] = {}

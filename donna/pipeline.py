@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from blocks import SearchSpace, get_space
+from blocks import SearchSpace, get_space, list_spaces
 from donna.bkd import run_bkd
 from donna.config import BKDConfig, DataConfig, ScoreConfig, TeacherConfig
 from donna.data import load_data
 from donna.labels import LabelConfig, make_labels
 from donna.nsr import convergence_check, score_library, write_convergence
 from donna.predictor import AccuracyPredictor, fit_predictor, nsr_columns
-from donna.runfolder import read_json, save_config
+from donna.runfolder import RunFolder, read_json, save_config
 from donna.teacher import get_teacher
 
 
@@ -50,17 +50,42 @@ class PredictorRun:
 
 
 def _record_run(workdir: Path, space: SearchSpace, cfg: PredictorRunConfig) -> None:
-    run = {"space": cfg.space, "num_classes": space.num_classes}
-    old = (read_json(workdir / "config.json") or {}).get("run")
+    """Records the run's space and classes; a space file is copied in, so later stages read the copy."""
+    folder = RunFolder(workdir)
+    run = {"space": str(cfg.space), "num_classes": space.num_classes}
+    if is_space_file(cfg.space):
+        run.update(folder.space_record(cfg.space))
+    old = folder.read_config().get("run")
     if old and old != run:
-        raise ValueError(f"{workdir} was built for space {old['space']!r} with {old['num_classes']} classes; "
+        changed = " (the file changed since)" if old.get("space_sha256") not in (None, run.get("space_sha256")) else ""
+        raise ValueError(f"{workdir} was built for space {old['space']!r}{changed} with {old['num_classes']} classes; "
                          "use a new --workdir for another space or data set")
+    if is_space_file(cfg.space):
+        folder.copy_space(cfg.space)
     save_config(workdir, "run", run)
+
+
+def is_space_file(space: str | Path) -> bool:
+    """Whether ``--space`` names a JSON file rather than a shipped space."""
+    return str(space) not in list_spaces() and Path(space).suffix == ".json" and Path(space).is_file()
 
 
 def build_predictor(workdir: str | Path, cfg: PredictorRunConfig | None = None,
                     progress: bool = True) -> PredictorRun:
-    """Runs every stage up to ``predictor.json`` in ``workdir``, resuming finished stages."""
+    """Runs every stage up to ``predictor.json`` in ``workdir``, resuming finished stages.
+
+    Args:
+        workdir: the run folder (created when missing).
+        cfg: every setting of the stages (default: the embedded default, ``PredictorRunConfig()``).
+        progress: show progress bars.
+
+    Returns:
+        The predictor, the labels, the NSR table, stage times, the convergence check and warnings
+        (``summary(result)`` is what ``donna build-predictor`` prints).
+
+    Raises:
+        ValueError: the run folder was built for another space, data set or teacher.
+    """
     cfg = cfg or PredictorRunConfig()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -89,9 +114,9 @@ def build_predictor(workdir: str | Path, cfg: PredictorRunConfig | None = None,
     labels = make_labels(cfg.labels, space, teacher, data, workdir, nsr, progress)
     lap("labels")
     predictor = fit_predictor(labels, nsr_columns(space.num_slots), space=cfg.space)
-    predictor.to_json(workdir / "predictor.json")
+    predictor.to_json(RunFolder(workdir).predictor_json)
     lap("fit")
-    info = read_json(workdir / "teacher.json") or {}
+    info = read_json(RunFolder(workdir).teacher_json) or {}
     return PredictorRun(predictor, labels, nsr, seconds, convergence, info,
                         stage_warnings(info, convergence, labels, predictor, data.num_classes))
 

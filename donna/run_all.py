@@ -22,9 +22,25 @@ def default_target_ms(workdir: Path, device: str, quantile: float = 0.3, samples
     return float(np.round(np.quantile(table.predict_genomes(genomes, space), quantile), 4))
 
 
-def run_pipeline(workdir: str | Path, predictor_cfg: PredictorRunConfig, search_cfg: SearchConfig,
-                 finetune_cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
-    """Runs every stage in ``workdir`` (finished stages are skipped) and returns the finetune metrics."""
+def run_pipeline(workdir: str | Path = "runs/demo", predictor_cfg: PredictorRunConfig | None = None,
+                 search_cfg: SearchConfig | None = None, finetune_cfg: FinetuneConfig | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Runs every stage in ``workdir`` (finished stages are skipped) and returns the finetune metrics.
+
+    Args:
+        workdir: the run folder.
+        predictor_cfg: settings of build-predictor (default: the embedded default).
+        search_cfg: settings of the search; a ``target_ms`` of 0 (the default here) means the 30th
+            percentile of the latency table over the space.
+        finetune_cfg: settings of the finetune (default: its recipe, measured on the search's device).
+        progress: show progress bars.
+
+    Returns:
+        The finetune metrics, with ``seconds`` (this call's wall time), ``report`` (the finetune's
+        ``report.md``) and ``run_report`` (the whole run's ``report.html``).
+    """
+    search_cfg = search_cfg or SearchConfig(target_ms=0.0)
+    finetune_cfg = finetune_cfg or FinetuneConfig(latency_device=search_cfg.device)
     workdir, start = Path(workdir), time.perf_counter()
     print("\n" + summary(build_predictor(workdir, predictor_cfg, progress)) + "\n")
     if not search_cfg.target_ms:
