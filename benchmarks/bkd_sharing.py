@@ -34,11 +34,11 @@ from donna.assemble import recalibrate_bn  # noqa: E402
 from donna.bkd import compute_features, train_slot_cached, view_features  # noqa: E402
 from donna.config import BKDConfig, DataConfig, TeacherConfig  # noqa: E402
 from donna.data import load_data, subset  # noqa: E402
+from donna.nested_supernet import make_slot_module  # noqa: E402
 from donna.nsr import nsr  # noqa: E402
 from donna.rankstats import bootstrap_taus  # noqa: E402
 from donna.runfolder import RunFolder  # noqa: E402
 from donna.search_stage import run_space  # noqa: E402
-from donna.supernet import make_slot_module  # noqa: E402
 
 KNOBS = ("kernel", "expansion", "depth", "se", "act")
 

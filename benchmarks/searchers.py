@@ -75,9 +75,9 @@ def print_header(args: argparse.Namespace) -> None:
 def ensure_predictor(workdir: Path, device: str, progress: bool) -> None:
     """Builds the predictor (with defaults) and the device's latency table when the run folder lacks them."""
     if not RunFolder(workdir).predictor_json.is_file():
-        from donna.pipeline import build_predictor
+        from donna.predictor_stage import build_predictor
 
-        print(f"{workdir} has no predictor.json: running donna.pipeline.build_predictor with defaults first")
+        print(f"{workdir} has no predictor.json: running donna.predictor_stage.build_predictor with defaults first")
         build_predictor(workdir, progress=progress)
     latency_table_for(workdir, run_space(workdir), device, progress=progress)
 
@@ -89,7 +89,7 @@ def resolve_target(workdir: Path, device: str, given: float | None) -> float:
     recorded = RunFolder(workdir).read_config().get("search") or {}
     if recorded.get("target_ms") and recorded.get("device") == device:
         return float(recorded["target_ms"])
-    from donna.run_all import default_target_ms
+    from donna.pipeline import default_target_ms
 
     return default_target_ms(workdir, device)
 

@@ -22,11 +22,11 @@ from typing import Any
 
 # public name -> (module, attribute); resolved on first access (PEP 562), so `import donna` stays fast
 _API = {
-    "build_predictor": ("donna.pipeline", "build_predictor"),
+    "build_predictor": ("donna.predictor_stage", "build_predictor"),
     "search": ("donna.search_stage", "run_search"),
     "finetune": ("donna.finetune_stage", "run_finetune"),
-    "run": ("donna.run_all", "run_pipeline"),
-    "PredictorRunConfig": ("donna.pipeline", "PredictorRunConfig"),
+    "run": ("donna.pipeline", "run_pipeline"),
+    "PredictorRunConfig": ("donna.predictor_stage", "PredictorRunConfig"),
     "SearchConfig": ("donna.search_stage", "SearchConfig"),
     "FinetuneConfig": ("donna.finetune_stage", "FinetuneConfig"),
     "RunFolder": ("donna.runfolder", "RunFolder"),

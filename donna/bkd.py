@@ -30,8 +30,8 @@ from donna.config import BKDConfig
 from donna.data import DataSplits, TensorSplit, batches, shifted_copy
 from donna.device import pick_device, set_threads, torch_threads
 from donna.executor import Job, get_executor
+from donna.nested_supernet import OptionBank, SlotSupernet, make_slot_module
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
-from donna.supernet import OptionBank, SlotSupernet, make_slot_module
 
 CKPT_FORMAT = "donna-bkd-ckpt-v1"
 LIBRARY_FORMAT = "donna-library-v1"

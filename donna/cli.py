@@ -18,7 +18,7 @@ from blocks.lock import folder_lock  # noqa: E402
 
 def _build_predictor(args: argparse.Namespace) -> int:
     from donna.cli_config import predictor_config
-    from donna.pipeline import build_predictor, summary
+    from donna.predictor_stage import build_predictor, summary
     from donna.runfolder import RunFolder
 
     result = build_predictor(args.workdir, predictor_config(args), progress=not args.quiet)
@@ -55,7 +55,7 @@ def _opt(value: float | None) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from donna.cli_config import run_configs
-    from donna.run_all import run_pipeline
+    from donna.pipeline import run_pipeline
 
     report = run_pipeline(args.workdir, *run_configs(args), progress=not args.quiet)
     print(f"\nwhole pipeline done in {report['seconds']:.0f} s; finetune report: {report['report']}")

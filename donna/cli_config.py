@@ -13,7 +13,7 @@ from blocks.cli_errors import finite_float, int_at_least, space_arg
 from donna.config import BKDConfig, DataConfig, ScoreConfig, TeacherConfig
 from donna.finetune_stage import FinetuneConfig
 from donna.labels import LabelConfig
-from donna.pipeline import PredictorRunConfig
+from donna.predictor_stage import PredictorRunConfig
 from donna.search_stage import SearchConfig
 
 SEED = int_at_least(0, 2**32 - 1)

@@ -20,8 +20,8 @@ def test_import_donna_is_light_and_has_no_side_effect():
 def test_the_api_names_are_the_functions_the_cli_calls():
     from donna import build_predictor, finetune, run, search
     from donna.finetune_stage import run_finetune
-    from donna.pipeline import build_predictor as stage_build_predictor
-    from donna.run_all import run_pipeline
+    from donna.pipeline import run_pipeline
+    from donna.predictor_stage import build_predictor as stage_build_predictor
     from donna.search_stage import run_search
 
     assert (build_predictor, search, finetune, run) == (stage_build_predictor, run_search, run_finetune, run_pipeline)
