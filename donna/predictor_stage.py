@@ -56,7 +56,8 @@ def _record_run(workdir: Path, space: SearchSpace, cfg: PredictorRunConfig) -> N
     if is_space_file(cfg.space):
         run.update(folder.space_record(cfg.space))
     old = folder.read_config().get("run")
-    if old and old != run:
+    legacy = old == {"space": run["space"], "num_classes": run["num_classes"]}  # recorded before files were copied
+    if old and old != run and not legacy:
         changed = " (the file changed since)" if old.get("space_sha256") not in (None, run.get("space_sha256")) else ""
         raise ValueError(f"{workdir} was built for space {old['space']!r}{changed} with {old['num_classes']} classes; "
                          "use a new --workdir for another space or data set")

@@ -19,8 +19,9 @@ from donna.runfolder import LAYOUT, RunFolder, read_json, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICE = "cpu-quick"  # the cpu profile with a quick protocol, from a user profile file
-RUN = ["--data", "digits", "--teacher-epochs", "1", "--bkd-epochs", "1", "--labels", "4", "--label-epochs", "1",
-       "--generations", "2", "--finetune-epochs", "1", "--latency-device", DEVICE, "--target-ms", "100", "--quiet"]
+BUILD = ["--data", "digits", "--teacher-epochs", "1", "--bkd-epochs", "1", "--labels", "4", "--label-epochs", "1",
+         "--quiet"]
+RUN = [*BUILD, "--generations", "2", "--finetune-epochs", "1", "--latency-device", DEVICE, "--target-ms", "100"]
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +114,17 @@ def test_the_space_file_is_copied_in_and_a_changed_file_is_refused(finished, tmp
         assert json.loads(RunFolder(copy).space_json.read_text()) == {"tiny-run": TINY}  # the copy is kept
     finally:
         shutil.move(moved, space_file)
+
+
+def test_a_run_recorded_before_space_files_were_copied_is_taken_up(finished, tmp_path):
+    work, space_file, _ = finished
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    run = RunFolder(copy)
+    run.save_config("run", {"space": str(space_file), "num_classes": 10})  # the record of an older version
+    run.space_json.unlink()
+    assert main(["build-predictor", "--workdir", str(copy), "--space", str(space_file), *BUILD]) == 0
+    assert run.read_config()["run"] == read_json(RunFolder(work).config_json)["run"] and run.space_json.is_file()
 
 
 def test_the_finetune_key_covers_the_library_and_the_teacher(finished, tmp_path):
