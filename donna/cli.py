@@ -5,23 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from blocks import describe_arch, get_space, list_presets, list_spaces, resolve_arch
-from blocks.cli_errors import OneLineParser, int_at_least, run_guarded
-from blocks.lock import folder_lock
+from donna import passive_openmp
 
-PENDING: dict[str, str] = {}
+passive_openmp()  # before torch loads (blocks imports it)
+
+from blocks import describe_arch, get_space, list_presets, list_spaces, resolve_arch  # noqa: E402
+from blocks.cli_errors import OneLineParser, int_at_least, run_guarded  # noqa: E402
+from blocks.lock import folder_lock  # noqa: E402
 
 
 def _build_predictor(args: argparse.Namespace) -> int:
     from donna.cli_config import predictor_config
-    from donna.pipeline import build_predictor, summary
+    from donna.predictor_stage import build_predictor, summary
+    from donna.runfolder import RunFolder
 
     result = build_predictor(args.workdir, predictor_config(args), progress=not args.quiet)
     print("\n" + summary(result))
-    print(f"written: {args.workdir}/predictor.json, labels.csv, nsr.csv, library/convergence.json")
+    run = RunFolder(args.workdir)
+    print(f"written: {run.predictor_json}, {run.labels_csv.name}, {run.nsr_csv.name}, "
+          f"{run.convergence_json.relative_to(run.root)}")
     return 0
 
 
@@ -51,7 +55,7 @@ def _opt(value: float | None) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from donna.cli_config import run_configs
-    from donna.run_all import run_pipeline
+    from donna.pipeline import run_pipeline
 
     report = run_pipeline(args.workdir, *run_configs(args), progress=not args.quiet)
     print(f"\nwhole pipeline done in {report['seconds']:.0f} s; finetune report: {report['report']}")
@@ -124,13 +128,6 @@ def _arch_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pending(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"donna {name}: not available in this version yet ({PENDING[name]})", file=sys.stderr)
-        return 2
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``donna``; a bad flag value is refused here, in one line, before any work."""
     parser = OneLineParser(prog="donna", description="Hardware-aware NAS after DONNA.")
@@ -158,8 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--measure-teacher", action="store_true",
                         help="measure the teacher's latency once (for the speed-up), on the chosen model's device")
     report.set_defaults(func=_report)
-    for name, help_text in PENDING.items():
-        sub.add_parser(name, help=help_text).set_defaults(func=_pending(name))
 
     arch = sub.add_parser("arch", help="show, sample and list architectures, spaces and presets")
     arch_sub = arch.add_subparsers(dest="arch_command", metavar="ACTION", required=True)

@@ -13,7 +13,7 @@ from blocks.cli_errors import finite_float, int_at_least, space_arg
 from donna.config import BKDConfig, DataConfig, ScoreConfig, TeacherConfig
 from donna.finetune_stage import FinetuneConfig
 from donna.labels import LabelConfig
-from donna.pipeline import PredictorRunConfig
+from donna.predictor_stage import PredictorRunConfig
 from donna.search_stage import SearchConfig
 
 SEED = int_at_least(0, 2**32 - 1)
@@ -244,28 +244,29 @@ def check_run_folder(args: argparse.Namespace, sections: tuple[str, ...] = ("run
     Raises:
         ValueError: naming the file, the missing or malformed section, and what to do.
     """
-    from donna.runfolder import read_json
+    from donna.runfolder import RunFolder, read_json
 
     workdir = Path(args.workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} is a file, not a run folder; pass the folder of a DONNA run")
-    config = read_json(workdir / "config.json")
+    path = RunFolder(workdir).config_json
+    config = read_json(path)
     if config is None:
         return  # no run yet: the stage says which command to run first
     redo = f"run `donna build-predictor --workdir {workdir}` with the run's flags again, or use a new --workdir"
     if not isinstance(config, dict):
-        raise ValueError(f"{workdir / 'config.json'} holds a {type(config).__name__}, not the run's settings; {redo}")
+        raise ValueError(f"{path} holds a {type(config).__name__}, not the run's settings; {redo}")
     for name, cls in (("run", None), ("data", DataConfig), ("teacher", TeacherConfig)):
         if name not in sections:
             continue
         section = config.get(name)
         if not isinstance(section, dict):
-            raise ValueError(f"{workdir / 'config.json'} has no {name!r} section (build-predictor writes it); {redo}")
+            raise ValueError(f"{path} has no {name!r} section (build-predictor writes it); {redo}")
         try:
             if cls is not None:
                 cls(**section)
         except TypeError as err:
-            raise ValueError(f"{workdir / 'config.json'}: the {name!r} section does not fit ({err}); {redo}") from None
+            raise ValueError(f"{path}: the {name!r} section does not fit ({err}); {redo}") from None
 
 
 def check_search_args(args: argparse.Namespace) -> None:

@@ -24,7 +24,7 @@ from donna.device import pick_device
 from donna.executor import Job, get_executor
 from donna.nsr import arch_nsr
 from donna.predictor import nsr_columns, nsr_lookup
-from donna.runfolder import fingerprint
+from donna.runfolder import RunFolder, fingerprint
 from donna.train import TrainConfig, evaluate, predict_logits, train
 
 
@@ -131,7 +131,7 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
                 workdir: str | Path, nsr_table: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
     """Labels ``cfg.num_labels`` spread-out architectures into ``workdir/labels.csv`` (resumable)."""
     workdir = Path(workdir)
-    path = workdir / "labels.csv"
+    path = RunFolder(workdir).labels_csv
     recipe = {k: v for k, v in asdict(cfg).items() if k not in ("device", "executor")}  # what changes labels
     fp = fingerprint({"labels": recipe, "nsr": fingerprint(nsr_table.to_dict("list")), "data": data.describe()})
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
