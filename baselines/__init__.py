@@ -6,9 +6,9 @@ Importing this package registers the searchers ``"pc-darts"`` and ``"dso-nas"`` 
 from baselines.apg import APGNAG, soft_threshold
 from baselines.costs import OpCost, block_macs, macs_op_cost, table_op_cost
 from baselines.dsonas import DSONASConfig, DSONASNet, DSONASSearcher
+from baselines.mixed_supernet import MixedLayer, SuperNet, SuperSlot, channel_shuffle, slot_ops
 from baselines.pcdarts import PCDartsConfig, PCDartsNet, PCDartsSearcher
 from baselines.project import project_dsonas, project_pcdarts
-from baselines.supernet import MixedLayer, SuperNet, SuperSlot, channel_shuffle, slot_ops
 
 __all__ = [
     "APGNAG", "DSONASConfig", "DSONASNet", "DSONASSearcher", "MixedLayer", "OpCost", "PCDartsConfig",

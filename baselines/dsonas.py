@@ -38,9 +38,9 @@ from baselines.common import (
     to_device,
 )
 from baselines.costs import layer_costs, slot_cost_matrix
+from baselines.mixed_supernet import SuperNet, op_name
 from baselines.project import ADAPTATION_DSONAS, project_dsonas
 from baselines.sparsify import StagedSparsification
-from baselines.supernet import SuperNet, op_name
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
 from search.registry import register_searcher

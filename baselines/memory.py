@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.supernet import MixedLayer, SuperNet
+from baselines.mixed_supernet import MixedLayer, SuperNet
 
 
 @dataclass(frozen=True)

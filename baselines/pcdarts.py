@@ -36,8 +36,8 @@ from baselines.common import (
     to_device,
 )
 from baselines.costs import slot_cost_matrix
+from baselines.mixed_supernet import SuperNet
 from baselines.project import ADAPTATION_PCDARTS, project_pcdarts
-from baselines.supernet import SuperNet
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
 from search.registry import register_searcher

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.supernet import op_name, slot_ops
+from baselines.mixed_supernet import op_name, slot_ops
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
 

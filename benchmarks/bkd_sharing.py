@@ -34,11 +34,11 @@ from donna.assemble import recalibrate_bn  # noqa: E402
 from donna.bkd import compute_features, train_slot_cached, view_features  # noqa: E402
 from donna.config import BKDConfig, DataConfig, TeacherConfig, section_from_dict  # noqa: E402
 from donna.data import load_data, subset  # noqa: E402
+from donna.nested_supernet import make_slot_module  # noqa: E402
 from donna.nsr import nsr  # noqa: E402
 from donna.rankstats import bootstrap_taus  # noqa: E402
-from donna.runfolder import RunFolder, read_json  # noqa: E402
+from donna.runfolder import RunFolder  # noqa: E402
 from donna.search_stage import run_space  # noqa: E402
-from donna.supernet import make_slot_module  # noqa: E402
 
 KNOBS = ("kernel", "expansion", "depth", "se", "act")
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-samples", type=int, default=1000, help="val samples NSR is measured on")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
-    config = read_json(workdir / "config.json") or {}
+    config = RunFolder(workdir).read_config()
     space = run_space(workdir)
     data = load_data(section_from_dict(DataConfig, config["data"]), space.input_size, space.in_channels)
     from donna.teacher import get_teacher

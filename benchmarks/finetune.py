@@ -8,7 +8,7 @@ the same recipe and seeds for ``--epochs`` (``init="scratch"``, three times the 
 epoch at which (a) >= (b)'s final, per seed.
 
 The run folder must hold a predictor and a selected architecture; when it does not, the script runs
-``donna.pipeline.build_predictor`` and ``donna.search_stage.run_search`` with their defaults first
+``donna.predictor_stage.build_predictor`` and ``donna.search_stage.run_search`` with their defaults first
 (the search target is ``donna run``'s default: the 30th latency percentile of the space) and says so.
 Checkpoints go to a temporary folder, so the run folder's ``finetune/`` is left alone.
 
@@ -39,7 +39,7 @@ from blocks.teachers import TeacherParts  # noqa: E402
 from donna.config import DataConfig, TeacherConfig, section_from_dict  # noqa: E402
 from donna.data import DataSplits, load_data  # noqa: E402
 from donna.finetune_stage import FinetuneConfig, finetune_model, resolve_run_arch  # noqa: E402
-from donna.runfolder import read_json  # noqa: E402
+from donna.runfolder import RunFolder  # noqa: E402
 from donna.search_stage import run_space  # noqa: E402
 from donna.train import evaluate  # noqa: E402
 
@@ -70,13 +70,13 @@ def print_header(args: argparse.Namespace) -> None:
 
 def ensure_run(workdir: Path, arch_ref: str, progress: bool) -> None:
     """Builds the predictor, and runs a default search for ``selected``, when the run folder lacks them."""
-    if not (workdir / "predictor.json").is_file():
-        from donna.pipeline import build_predictor
+    if not RunFolder(workdir).predictor_json.is_file():
+        from donna.predictor_stage import build_predictor
 
-        print(f"{workdir} has no predictor.json: running donna.pipeline.build_predictor with defaults first")
+        print(f"{workdir} has no predictor.json: running donna.predictor_stage.build_predictor with defaults first")
         build_predictor(workdir, progress=progress)
-    if arch_ref == "selected" and not any(workdir.glob("search/*/selected.json")):
-        from donna.run_all import default_target_ms
+    if arch_ref == "selected" and not any(f.selected_json.is_file() for f in RunFolder(workdir).searches()):
+        from donna.pipeline import default_target_ms
         from donna.search_stage import SearchConfig, run_search
 
         target = default_target_ms(workdir, "cpu")
@@ -89,7 +89,7 @@ def load_inputs(workdir: Path, arch_ref: str) -> tuple[DataSplits, TeacherParts,
     """Data splits, teacher, space and the architecture to finetune, as ``donna finetune`` resolves them."""
     from donna.teacher import get_teacher
 
-    config = read_json(workdir / "config.json") or {}
+    config = RunFolder(workdir).read_config()
     space = run_space(workdir)
     data = load_data(section_from_dict(DataConfig, config["data"]), space.input_size, space.in_channels)
     teacher = get_teacher(section_from_dict(TeacherConfig, config["teacher"]), space, data, workdir, progress=False)

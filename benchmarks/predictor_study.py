@@ -43,7 +43,7 @@ from donna.labels import LabelConfig, label_one  # noqa: E402
 from donna.nsr import arch_nsr, load_nsr_table  # noqa: E402
 from donna.predictor import AccuracyPredictor, naive_scores, nsr_columns  # noqa: E402
 from donna.rankstats import bootstrap_taus, noise_ceiling, paired_difference  # noqa: E402
-from donna.runfolder import read_json  # noqa: E402
+from donna.runfolder import RunFolder, write_json  # noqa: E402
 from donna.search_stage import run_space  # noqa: E402
 from donna.train import predict_logits  # noqa: E402
 
@@ -52,18 +52,19 @@ HELDOUT_SEED = 1_000_003  # the labels' sample never uses this seed
 
 def heldout_archs(workdir: Path, space: SearchSpace, n_uniform: int, n_front: int) -> list[tuple[str, Arch]]:
     """The fixed held-out set: uniform members, then members spread along the first searched front."""
-    taken = set(pd.read_csv(workdir / "labels.csv")["key"]) if (workdir / "labels.csv").is_file() else set()
+    run = RunFolder(workdir)
+    taken = set(pd.read_csv(run.labels_csv)["key"]) if run.labels_csv.is_file() else set()
     chosen: dict[str, tuple[str, Arch]] = {}
     for arch in space.sample_many(4 * n_uniform, seed=HELDOUT_SEED):
         if arch.key not in taken and len(chosen) < n_uniform:
             chosen.setdefault(arch.key, ("uniform", arch))
-    fronts = sorted(workdir.glob("search/*/pareto.csv"))
+    fronts = run.searches()
     if fronts and n_front > 0:
-        front = pd.read_csv(fronts[0])
+        front = pd.read_csv(fronts[0].pareto_csv)
         front = front.sort_values("predicted_ms") if "predicted_ms" in front else front
         keys = [k for k in front["key"] if k not in taken and k not in chosen]
         for k in [keys[int(i)] for i in np.linspace(0, len(keys) - 1, min(n_front, len(keys)))]:
-            chosen[k] = ("front", Arch.from_json(fronts[0].parent / "pareto" / f"{k}.json"))
+            chosen[k] = ("front", Arch.from_json(fronts[0].member_json(k)))
     return list(chosen.values())
 
 
@@ -77,7 +78,7 @@ def plan(workdir: Path, space: SearchSpace, args: argparse.Namespace) -> list[tu
 
 def label_config(workdir: Path, args: argparse.Namespace, seed: int) -> LabelConfig:
     """The run's label recipe with the study's overrides and ``seed``."""
-    saved = (read_json(workdir / "config.json") or {}).get("labels", {})
+    saved = RunFolder(workdir).read_config().get("labels", {})
     known = {k: v for k, v in saved.items() if k in LabelConfig.__dataclass_fields__}
     cfg = replace(LabelConfig(**known), seed=seed, executor="inprocess")
     if args.epochs is not None:
@@ -89,7 +90,7 @@ def label_config(workdir: Path, args: argparse.Namespace, seed: int) -> LabelCon
 
 def run_labels(workdir: Path, args: argparse.Namespace) -> None:
     """Labels this shard's part of the plan into its resumable CSV."""
-    config = read_json(workdir / "config.json") or {}
+    config = RunFolder(workdir).read_config()
     space = run_space(workdir)
     data = load_data(section_from_dict(DataConfig, config["data"]), space.input_size, space.in_channels)
     from donna.teacher import get_teacher
@@ -98,7 +99,7 @@ def run_labels(workdir: Path, args: argparse.Namespace) -> None:
     table = load_nsr_table(workdir)
     shard, shards = (int(v) for v in args.shard.split("/"))
     jobs = plan(workdir, space, args)[shard::shards]
-    path = workdir / "study" / f"heldout-{shard}of{shards}.csv"
+    path = RunFolder(workdir).study_labels(shard, shards)
     done = pd.read_csv(path).to_dict("records") if path.is_file() else []
     have = {(r["key"], r["seed"]) for r in done}
     logits: dict[tuple, torch.Tensor] = {}
@@ -123,13 +124,13 @@ def run_labels(workdir: Path, args: argparse.Namespace) -> None:
 
 def report(workdir: Path, args: argparse.Namespace) -> dict:
     """Reads every shard's labels and prints the study's tables; returns them (also written to study/)."""
-    frames = [pd.read_csv(p) for p in sorted((workdir / "study").glob("heldout-*.csv"))]
+    frames = [pd.read_csv(p) for p in RunFolder(workdir).study_label_files()]
     if not frames:
         raise SystemExit(f"no held-out labels in {workdir}/study; run without --report first")
     rows = pd.concat(frames, ignore_index=True)
     main = rows[rows["origin"] != "repeat"].drop_duplicates("key").reset_index(drop=True)
     space = run_space(workdir)
-    predictor = AccuracyPredictor.load(workdir / "predictor.json")
+    predictor = AccuracyPredictor.load(RunFolder(workdir).predictor_json)
     features = nsr_columns(space.num_slots)
     y = main["accuracy"].to_numpy(float)
     scores = {"ridge (predictor.json)": predictor.predict_frame(main), **naive_scores(main, features)}
@@ -159,7 +160,7 @@ def report(workdir: Path, args: argparse.Namespace) -> dict:
               f"-> a perfect predictor would reach tau about {ceiling['ceiling_tau']:.3f}")
     goal = taus["ridge (predictor.json)"]["kendall_tau"] >= 0.75 and paired["high"] >= 0
     print(f"goal (ridge tau >= 0.75 and not below any naive ranker): {'MET' if goal else 'NOT MET'}")
-    (workdir / "study" / "report.json").write_text(json.dumps(out, indent=2, default=float) + "\n")
+    write_json(RunFolder(workdir).study_report, json.loads(json.dumps(out, default=float)))
     return out
 
 

@@ -153,13 +153,15 @@ def run_objectives(workdir: Path, device: str) -> tuple[SearchSpace, list[Object
     import pandas as pd
 
     from donna.predictor import AccuracyPredictor
+    from donna.runfolder import RunFolder
     from donna.search_stage import SearchConfig, additive_forms, run_space
     from latency import LatencyTable
 
     space = run_space(workdir)
-    predictor = AccuracyPredictor.load(workdir / "predictor.json")
-    table = LatencyTable.load(workdir / "latency" / device, device=device, force=True)
-    nsr = pd.read_csv(workdir / "nsr.csv")
+    run = RunFolder(workdir)
+    predictor = AccuracyPredictor.load(run.predictor_json)
+    table = LatencyTable.load(run.latency(device).root, device=device, force=True)
+    nsr = pd.read_csv(run.nsr_csv)
     acc_tables, lat_tables = additive_forms(SearchConfig(searcher="exact"), space, predictor, nsr, table)
     accuracy = predictor.genome_predictor(nsr, space)
     return space, [Objective("accuracy", accuracy, maximize=True, additive=acc_tables),

@@ -43,12 +43,11 @@ import torch  # noqa: E402
 import baselines  # noqa: E402,F401  (registers pc-darts and dso-nas before donna.search_stage asks about them)
 from donna import search_stage  # noqa: E402
 from donna.finetune_stage import FinetuneConfig, run_finetune  # noqa: E402
-from donna.runfolder import read_json  # noqa: E402
+from donna.runfolder import RunFolder, SearchFolder, read_json  # noqa: E402
 from donna.search_stage import SearchConfig, latency_table_for, run_search, run_space  # noqa: E402
 from search import NoArchMeetsTarget, NSGA2Config  # noqa: E402
 
 MARKER = ".bench-searchers"  # marks a scratch folder this script made (and may wipe)
-INPUTS = ("config.json", "teacher.json", "teacher.pt", "nsr.csv", "labels.csv", "predictor.json", "library")
 PCDARTS_QUICK = {"epochs": 3, "warmup_epochs": 1, "max_steps_per_epoch": 6, "batch_size": 16}
 DSONAS_QUICK = {"pretrain_epochs": 1, "search_epochs": 2, "max_steps_per_epoch": 6, "batch_size": 16}
 
@@ -75,10 +74,10 @@ def print_header(args: argparse.Namespace) -> None:
 
 def ensure_predictor(workdir: Path, device: str, progress: bool) -> None:
     """Builds the predictor (with defaults) and the device's latency table when the run folder lacks them."""
-    if not (workdir / "predictor.json").is_file():
-        from donna.pipeline import build_predictor
+    if not RunFolder(workdir).predictor_json.is_file():
+        from donna.predictor_stage import build_predictor
 
-        print(f"{workdir} has no predictor.json: running donna.pipeline.build_predictor with defaults first")
+        print(f"{workdir} has no predictor.json: running donna.predictor_stage.build_predictor with defaults first")
         build_predictor(workdir, progress=progress)
     latency_table_for(workdir, run_space(workdir), device, progress=progress)
 
@@ -87,10 +86,10 @@ def resolve_target(workdir: Path, device: str, given: float | None) -> float:
     """The target: as given, else the run's last search target, else ``donna run``'s default for the space."""
     if given:
         return given
-    recorded = ((read_json(workdir / "config.json") or {}).get("search") or {})
+    recorded = RunFolder(workdir).read_config().get("search") or {}
     if recorded.get("target_ms") and recorded.get("latency_device", recorded.get("device")) == device:
         return float(recorded["target_ms"])
-    from donna.run_all import default_target_ms
+    from donna.pipeline import default_target_ms
 
     return default_target_ms(workdir, device)
 
@@ -103,14 +102,19 @@ def prepare_scratch(workdir: Path, out: Path, device: str) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     (out / MARKER).write_text("scratch folder of benchmarks/searchers.py; deleted on the next run\n")
-    for name in INPUTS:
-        source = workdir / name
+    for source in inputs(RunFolder(workdir), device):
+        target = out / source.relative_to(workdir)
+        target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, out / name)
+            shutil.copytree(source, target)
         elif source.is_file():
-            shutil.copy2(source, out / name)
-    (out / "latency" / device).mkdir(parents=True)
-    shutil.copy2(workdir / "latency" / device / "table.json", out / "latency" / device / "table.json")
+            shutil.copy2(source, target)
+
+
+def inputs(run: RunFolder, device: str) -> tuple[Path, ...]:
+    """What a search and a finetune read in a run folder: settings, space, teacher, library, NSR, predictor, table."""
+    return (run.config_json, run.space_json, run.teacher_json, run.teacher_pt, run.nsr_csv, run.labels_csv,
+            run.predictor_json, run.library, run.latency(device).table_json)
 
 
 @contextmanager
@@ -134,7 +138,7 @@ def timed_finalize(seconds: list[float]) -> Iterator[None]:
 
 def run_one_search(out: Path, variant: Variant, cfg: SearchConfig) -> dict[str, Any]:
     """Runs one search in ``out``; its chosen row (or the fastest when nothing meets the target) and timings."""
-    (out / "latency" / cfg.latency_device / "measured.csv").unlink(missing_ok=True)  # each searcher measures its own
+    RunFolder(out).latency(cfg.latency_device).measured_csv.unlink(missing_ok=True)  # each searcher measures its own
     finalize: list[float] = []
     start = time.perf_counter()
     with timed_finalize(finalize):
@@ -143,11 +147,11 @@ def run_one_search(out: Path, variant: Variant, cfg: SearchConfig) -> dict[str, 
         except NoArchMeetsTarget as err:
             chosen, meets = err.fastest, False
     total = time.perf_counter() - start
-    folder = out / "search" / variant.name
+    folder = RunFolder(out).search(variant.name)
     if variant.name != variant.searcher:  # keep both PC-DARTS runs: each in its own folder
-        shutil.move(out / "search" / variant.searcher, folder)
-    info = read_json(folder / "search.json") or {}
-    measured = int(pd.read_csv(folder / "pareto.csv")["measured_ms"].notna().sum())
+        shutil.move(RunFolder(out).search(variant.searcher).root, folder.root)
+    info = read_json(folder.search_json) or {}
+    measured = int(pd.read_csv(folder.pareto_csv)["measured_ms"].notna().sum())
     return {"chosen": chosen, "meets": meets, "folder": folder, "total_s": total,
             "measure_s": sum(finalize), "front": info.get("front_size"), "measured": measured,
             "evaluations": info.get("n_evaluations"), "hypervolume": info.get("hypervolume")}
@@ -156,7 +160,7 @@ def run_one_search(out: Path, variant: Variant, cfg: SearchConfig) -> dict[str, 
 def finetune_choice(out: Path, search: dict[str, Any], epochs: int, seed: int) -> dict[str, Any]:
     """A short ``run_finetune`` of the chosen architecture (``selected:<variant>``, or the fastest IR file)."""
     folder = search["folder"]
-    arch = f"selected:{folder.name}" if search["meets"] else str(folder / "pareto" / f"{search['chosen']['key']}.json")
+    arch = f"selected:{folder.name}" if search["meets"] else str(folder.member_json(search["chosen"]["key"]))
     return run_finetune(out, FinetuneConfig(arch=arch, epochs=epochs, seed=seed), progress=False)
 
 
@@ -190,9 +194,9 @@ EVOLUTION = {  # per-epoch columns of a gradient searcher's history.csv worth pr
 }
 
 
-def evolution(folder: Path, searcher: str) -> str:
+def evolution(folder: SearchFolder, searcher: str) -> str:
     """Per epoch: PC-DARTS's alpha entropy (1 = uniform) or DSO-NAS's lambda sparsity; and the search's peak memory."""
-    history = folder / "history.csv"
+    history = folder.history_csv
     if searcher not in EVOLUTION or not history.is_file():
         return ""
     frame = pd.read_csv(history)
@@ -200,7 +204,7 @@ def evolution(folder: Path, searcher: str) -> str:
     if "zero_lambdas" in frame:
         frame.insert(frame.columns.get_loc("zero_lambdas"), "lambda_sparsity",
                      frame["zero_lambdas"] / frame["total_lambdas"])
-    memory = ((read_json(folder / "search.json") or {}).get("settings") or {}).get("memory") or {}
+    memory = ((read_json(folder.search_json) or {}).get("settings") or {}).get("memory") or {}
     text = f"{folder.name} per epoch (search steps = evaluations):\n{frame.to_string(index=False, na_rep='-')}"
     if memory:
         text += (f"\n{folder.name} memory: batch {memory.get('batch_size')} of {memory.get('requested_batch_size')}, "
@@ -209,9 +213,9 @@ def evolution(folder: Path, searcher: str) -> str:
     return text
 
 
-def gradient_details(folder: Path, key: str) -> str:
+def gradient_details(folder: SearchFolder, key: str) -> str:
     """What a gradient searcher's provenance says about its choice (empty for the population searchers)."""
-    prov = (read_json(folder / "pareto" / f"{key}.json") or {}).get("provenance") or {}
+    prov = (read_json(folder.member_json(key)) or {}).get("provenance") or {}
     details = {"pc-darts": _pcdarts_details, "dso-nas": _dsonas_details}.get(prov.get("method"))
     return details(prov) if details else ""
 

@@ -1,7 +1,60 @@
-"""The DONNA pipeline: data, teacher, blockwise distillation, NSR scoring, accuracy predictor, search, finetune."""
+"""The DONNA pipeline: data, teacher, blockwise distillation, NSR scoring, accuracy predictor, search, finetune.
 
+The four calls the ``donna`` command line makes, for use from Python::
+
+    from donna import run, build_predictor, search, finetune, SearchConfig
+
+    metrics = run("runs/demo")                        # the whole pipeline on the embedded default
+    build_predictor("runs/demo")                      # teacher -> BKD -> NSR -> labels -> predictor.json
+    out = search("runs/demo", SearchConfig(latency_device="cpu", target_ms=0.1))
+    metrics = finetune("runs/demo")                   # the latest selection, from its BKD weights
+
+Every call resumes: finished stages in the run folder are skipped. ``import donna`` is light; the
+stage modules (and torch) load on first use of one of these names.
+"""
+
+from __future__ import annotations
+
+import importlib
 import os
+import sys
+from typing import Any
 
-# Idle OpenMP threads sleep instead of spinning. Set before torch loads: on a busy 2-core machine
-# spinning threads made small training steps 4-100x slower (measured here); a user's value wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# public name -> (module, attribute); resolved on first access (PEP 562), so `import donna` stays fast
+_API = {
+    "build_predictor": ("donna.predictor_stage", "build_predictor"),
+    "search": ("donna.search_stage", "run_search"),
+    "finetune": ("donna.finetune_stage", "run_finetune"),
+    "run": ("donna.pipeline", "run_pipeline"),
+    "PredictorRunConfig": ("donna.predictor_stage", "PredictorRunConfig"),
+    "SearchConfig": ("donna.search_stage", "SearchConfig"),
+    "FinetuneConfig": ("donna.finetune_stage", "FinetuneConfig"),
+    "RunFolder": ("donna.runfolder", "RunFolder"),
+}
+
+__all__ = sorted(_API)
+
+
+def passive_openmp() -> None:
+    """Lets idle OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``) unless the user set it.
+
+    It only takes effect before torch loads: on a busy 2-core machine spinning threads made small
+    training steps 4-100x slower (measured here). The ``donna`` command line calls it first thing, and
+    so does the first use of a name of this package's API while torch is not loaded yet.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'donna' has no attribute {name!r}")
+    passive_openmp()
+    module, attribute = _API[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

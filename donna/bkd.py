@@ -31,8 +31,8 @@ from donna.config import BKDConfig
 from donna.data import DataSplits, TensorSplit, batches, shifted_copy
 from donna.device import pick_device, set_threads, torch_threads
 from donna.executor import Job, get_executor
+from donna.nested_supernet import OptionBank, SlotSupernet, make_slot_module
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
-from donna.supernet import OptionBank, SlotSupernet, make_slot_module
 
 CKPT_FORMAT = "donna-bkd-ckpt-v1"
 LIBRARY_FORMAT = "donna-library-v1"
@@ -186,7 +186,8 @@ class SlotTrainer:
                     lambda p: torch.save({"format": LIBRARY_FORMAT, "mode": self.cfg.mode, "slot": self.slot,
                                           "fingerprint": self.fp, "state_dict": state}, p))
         manifest = {"format": LIBRARY_FORMAT, "slot": self.slot, "mode": self.cfg.mode, "fingerprint": self.fp,
-                    "init": "teacher" if self.from_teacher else "random", "epochs": self.epoch, "train_nsr": self.history, "seconds": round(self.seconds, 3),
+                    "init": "teacher" if self.from_teacher else "random", "epochs": self.epoch,
+                    "train_nsr": self.history, "seconds": round(self.seconds, 3),
                     "options": [str(o) for o in self.options]}
         write_json(self.run.slot_manifest(self.slot), manifest)
         self.run.slot_checkpoint(self.slot).unlink(missing_ok=True)
@@ -338,7 +339,7 @@ class BlockLibrary:
 
     def __init__(self, workdir: str | Path, space: SearchSpace) -> None:
         root = Path(workdir)
-        self.run = RunFolder(root.parent if root.name == "library" and not (root / "library").is_dir() else root)
+        self.run = RunFolder(root.parent if root.name == "library" and not RunFolder(root).library.is_dir() else root)
         self.space = space
         self._modules: dict[int, SlotSupernet | OptionBank] = {}
         self._bn: dict[int, dict[str, dict[str, torch.Tensor]]] = {}

@@ -8,18 +8,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from blocks import describe_arch, get_space, list_presets, list_spaces, resolve_arch
-from blocks.cli_errors import OneLineParser, int_at_least, run_guarded
-from blocks.lock import folder_lock
+from donna import passive_openmp
+
+passive_openmp()  # before torch loads (blocks imports it)
+
+from blocks import describe_arch, get_space, list_presets, list_spaces, resolve_arch  # noqa: E402
+from blocks.cli_errors import OneLineParser, int_at_least, run_guarded  # noqa: E402
+from blocks.lock import folder_lock  # noqa: E402
 
 
 def _build_predictor(args: argparse.Namespace) -> int:
     from donna.cli_config import predictor_config
-    from donna.pipeline import build_predictor, summary
+    from donna.predictor_stage import build_predictor, summary
+    from donna.runfolder import RunFolder
 
     result = build_predictor(args.workdir, predictor_config(args.tree), progress=not args.quiet)
     print("\n" + summary(result))
-    print(f"written: {args.workdir}/predictor.json, labels.csv, nsr.csv, library/convergence.json")
+    run = RunFolder(args.workdir)
+    print(f"written: {run.predictor_json}, {run.labels_csv.name}, {run.nsr_csv.name}, "
+          f"{run.convergence_json.relative_to(run.root)}")
     return 0
 
 
@@ -48,7 +55,7 @@ def _opt(value: float | None) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from donna.cli_config import run_configs
-    from donna.run_all import run_pipeline
+    from donna.pipeline import run_pipeline
 
     report = run_pipeline(args.workdir, *run_configs(args.tree), progress=not args.quiet)
     print(f"\nwhole pipeline done in {report['seconds']:.0f} s; finetune report: {report['report']}")

@@ -39,7 +39,7 @@ from donna.config import (
     from_sections,
     section_from_dict,
 )
-from donna.pipeline import PredictorRunConfig
+from donna.predictor_stage import PredictorRunConfig
 
 SEED = int_at_least(0, 2**32 - 1)
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -201,28 +201,29 @@ def check_run_folder(args: argparse.Namespace, sections: tuple[str, ...] = ("run
     Raises:
         ValueError: naming the file, the missing or malformed section, and what to do.
     """
-    from donna.runfolder import read_json
+    from donna.runfolder import RunFolder, read_json
 
     workdir = Path(args.workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ValueError(f"--workdir {workdir} is a file, not a run folder; pass the folder of a DONNA run")
-    config = read_json(workdir / "config.json")
+    path = RunFolder(workdir).config_json
+    config = read_json(path)
     if config is None:
         return  # no run yet: the stage says which command to run first
     redo = f"run `donna build-predictor --workdir {workdir}` with the run's flags again, or use a new --workdir"
     if not isinstance(config, dict):
-        raise ValueError(f"{workdir / 'config.json'} holds a {type(config).__name__}, not the run's settings; {redo}")
+        raise ValueError(f"{path} holds a {type(config).__name__}, not the run's settings; {redo}")
     for name, cls in (("run", None), ("data", DataConfig), ("teacher", TeacherConfig)):
         if name not in sections:
             continue
         section = config.get(name)
         if not isinstance(section, dict):
-            raise ValueError(f"{workdir / 'config.json'} has no {name!r} section (build-predictor writes it); {redo}")
+            raise ValueError(f"{path} has no {name!r} section (build-predictor writes it); {redo}")
         try:
             if cls is not None:
                 section_from_dict(cls, section)
         except TypeError as err:
-            raise ValueError(f"{workdir / 'config.json'}: the {name!r} section does not fit ({err}); {redo}") from None
+            raise ValueError(f"{path}: the {name!r} section does not fit ({err}); {redo}") from None
 
 
 def check_search_args(args: argparse.Namespace) -> None:
@@ -233,12 +234,13 @@ def check_search_args(args: argparse.Namespace) -> None:
 def check_finetune_args(args: argparse.Namespace) -> None:
     """Cross-flag checks of ``finetune``: the run folder, and its data set registered here (``--plugin``)."""
     from donna.data import DATASETS
-    from donna.runfolder import read_json
+    from donna.runfolder import RunFolder
 
     check_run_folder(args)
-    name = ((read_json(Path(args.workdir) / "config.json") or {}).get("data") or {}).get("name")
+    run = RunFolder(args.workdir)
+    name = (run.read_config().get("data") or {}).get("name")
     if name is not None and name not in DATASETS and not name.startswith("imagefolder:"):
-        raise ValueError(f"data set {name!r} of {args.workdir}/config.json is not registered here; pass "
+        raise ValueError(f"data set {name!r} of {run.config_json} is not registered here; pass "
                          "--plugin MODULE, the module that registers it (as the Python code that built the run did)")
 
 

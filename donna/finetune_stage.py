@@ -20,7 +20,7 @@ from blocks.teachers import TeacherParts
 from donna.config import DataConfig, FinetuneConfig, TeacherConfig, section_from_dict
 from donna.data import DataSplits, load_data
 from donna.device import pick_device
-from donna.runfolder import fingerprint, read_json, save_config, write_json
+from donna.runfolder import FinetuneFolder, RunFolder, fingerprint, read_json, save_config, write_json
 from donna.search_stage import run_space
 from donna.train import TrainHistory, evaluate, predict_logits, train
 
@@ -32,7 +32,7 @@ def resolve_run_arch(workdir: Path, ref: str, space: SearchSpace) -> Arch:
     elif ref.endswith(".json"):
         arch = Arch.from_json(Path(ref))
     else:
-        found = sorted(workdir.glob(f"search/*/pareto/{ref}.json"))
+        found = [f.member_json(ref) for f in RunFolder(workdir).searches() if f.member_json(ref).is_file()]
         if not found:
             raise ValueError(f"no architecture with key {ref!r} on any front in {workdir}/search; "
                              "pass --arch selected, a key from pareto.csv or an IR .json file")
@@ -41,10 +41,13 @@ def resolve_run_arch(workdir: Path, ref: str, space: SearchSpace) -> Arch:
 
 
 def _selected(workdir: Path, searcher: str) -> Arch:
-    pattern = f"search/{searcher or '*'}/selected.json"
-    found = sorted(workdir.glob(pattern), key=lambda p: p.stat().st_mtime)
+    run = RunFolder(workdir)
+    folders = [run.search(searcher)] if searcher else run.searches()
+    found = sorted((f.selected_json for f in folders if f.selected_json.is_file()),
+                   key=lambda p: p.stat().st_mtime)
     if not found:
-        raise ValueError(f"no selected architecture in {workdir}/{pattern}; run `donna search --workdir {workdir} "
+        raise ValueError(f"no selected architecture in {run.search(searcher or '*').selected_json}; "
+                         f"run `donna search --workdir {workdir} "
                          "--device D --target-ms T` first")
     return Arch.from_dict(json.loads(found[-1].read_text())["ir"])
 
@@ -52,7 +55,7 @@ def _selected(workdir: Path, searcher: str) -> Arch:
 def _run_inputs(workdir: Path) -> tuple[DataSplits, TeacherParts, SearchSpace]:
     from donna.teacher import get_teacher
 
-    config = read_json(workdir / "config.json") or {}
+    config = RunFolder(workdir).read_config()
     space = run_space(workdir)
     data = load_data(section_from_dict(DataConfig, config["data"]), space.input_size, space.in_channels)
     teacher = get_teacher(section_from_dict(TeacherConfig, config["teacher"]), space, data, workdir, progress=False)
@@ -88,7 +91,7 @@ def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSpl
         bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{acc:.4f}")
 
     recipe = cfg.train_config()
-    checkpoint = out / f"checkpoint-{fingerprint(asdict(recipe))}.pt"  # another recipe starts afresh
+    checkpoint = FinetuneFolder(out).checkpoint(fingerprint(asdict(recipe)))  # another recipe starts afresh
     history = train(model, data.train, data.val, recipe, teacher_logits=logits, checkpoint=checkpoint,
                     on_epoch=on_epoch, device=device)
     bar.close()
@@ -112,8 +115,11 @@ def check_onnx_top1(onnx_path: Path, model: torch.nn.Module, split) -> dict[str,
             "onnx_test_accuracy": float((onnx_top1 == labels).mean()), "examples": len(labels)}
 
 
-def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True) -> dict[str, Any]:
-    """Finetunes, exports, checks, measures and reports; writes ``workdir/finetune/<key>/``.
+def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """Finetunes, exports, checks, measures and reports; writes ``finetune/<key>/`` (``RunFolder.finetune``).
+
+    ``cfg`` defaults to ``FinetuneConfig()`` (the latest search's selection). Returns the metrics of
+    ``metrics.json`` with ``out``, the output folder (and ``skipped`` when it was already done).
 
     When the latency device is not reachable here (a V100 profile on a laptop), the model is still finetuned,
     exported and checked; the report says "not measured here" and gives the ``latency bench`` command to run
@@ -122,23 +128,24 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
     from latency import export_onnx
     from latency.devices import unreachable_reason
 
-    workdir = Path(workdir)
+    workdir, cfg = Path(workdir), cfg or FinetuneConfig()
     data, teacher, space = _run_inputs(workdir)
     arch = resolve_run_arch(workdir, cfg.arch, space)
     fp = finetune_fingerprint(workdir, arch, cfg)
-    out = output_folder(workdir, arch, cfg, fp)
-    done = read_json(out / "metrics.json")
-    if done is not None and done.get("fingerprint") == fp and (out / "model.onnx").is_file():
+    folder = output_folder(workdir, arch, cfg, fp)
+    out = folder.root
+    done = read_json(folder.metrics_json)
+    if done is not None and done.get("fingerprint") == fp and folder.model_onnx.is_file():
         return {**done, "out": str(out), "skipped": True}  # finished with these inputs: nothing is redone
     unreachable = unreachable_reason(cfg.latency_device)  # checked before training: a profile typo fails now
     start = time.perf_counter()
     device = pick_device(cfg.train_device)
     model, history = finetune_model(arch, cfg, workdir, data, teacher, space, out, progress)
     seconds = time.perf_counter() - start
-    atomic_save(out / "model.pt", lambda p: torch.save(model.state_dict(), p))
-    arch.to_json(out / "arch.json")
+    atomic_save(folder.model_pt, lambda p: torch.save(model.state_dict(), p))
+    arch.to_json(folder.arch_json)
     shape = (arch.in_channels, arch.input_size, arch.input_size)
-    onnx_path = export_onnx(model, shape, path=out / "model.onnx", cache_dir=workdir / "latency" / "exports")
+    onnx_path = export_onnx(model, shape, path=folder.model_onnx, cache_dir=RunFolder(workdir).exports)
     params, macs = count_params_macs(model, shape)
     metrics = {
         "key": arch.key, "arch": arch.to_string(), "init": cfg.init, "epochs": cfg.epochs,
@@ -152,29 +159,31 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig, progress: bool = True
     }
     metrics.update(target_verdict(workdir, metrics))
     save_config(workdir, "finetune", asdict(cfg))  # recorded once the stage has a result (a failure changes nothing)
-    write_json(out / "metrics.json", metrics)
-    for checkpoint in out.glob("checkpoint-*.pt"):  # the stage is done: its resume points go
+    write_json(folder.metrics_json, metrics)
+    for checkpoint in folder.checkpoints():  # the stage is done: its resume points go
         checkpoint.unlink(missing_ok=True)
-    _plot_curve(history, out / "curve.png", arch.key)
-    atomic_write_text(out / "report.md", render_report(metrics))
+    _plot_curve(history, folder.curve_png, arch.key)
+    atomic_write_text(folder.report_md, render_report(metrics))
     return {**metrics, "out": str(out)}
 
 
 def finetune_fingerprint(workdir: Path, arch: Arch, cfg: FinetuneConfig) -> str:
     """What a finetune's outputs depend on: the architecture, the recipe, the teacher and the block library."""
     recipe = cfg.fingerprint()  # the architecture enters by its key, not by how --arch named it
-    library = [(read_json(p) or {}).get("fingerprint") for p in sorted((workdir / "library").glob("slot*.json"))]
-    teacher = (read_json(workdir / "teacher.json") or {}).get("fingerprint")
+    run = RunFolder(workdir)
+    library = [(read_json(p) or {}).get("fingerprint") for p in run.slot_manifests()]
+    teacher = (read_json(run.teacher_json) or {}).get("fingerprint")
     return fingerprint({"arch": arch.key, "recipe": recipe, "library": library, "teacher": teacher})
 
 
-def output_folder(workdir: Path, arch: Arch, cfg: FinetuneConfig, fp: str) -> Path:
+def output_folder(workdir: Path, arch: Arch, cfg: FinetuneConfig, fp: str) -> FinetuneFolder:
     """``finetune/<key>/`` (``<key>-scratch`` from scratch); a finished result of other inputs there is kept and
     this one goes to ``finetune/<key>-<fingerprint>/``, so no finished model is ever replaced by another."""
-    out = workdir / "finetune" / (arch.key if cfg.init == "bkd" else f"{arch.key}-{cfg.init}")
-    done = read_json(out / "metrics.json")
+    name = arch.key if cfg.init == "bkd" else f"{arch.key}-{cfg.init}"
+    out = RunFolder(workdir).finetune(name)
+    done = read_json(out.metrics_json)
     if done is not None and done.get("fingerprint") != fp:
-        return out.with_name(f"{out.name}-{fp[:8]}")
+        return RunFolder(workdir).finetune(f"{name}-{fp[:8]}")
     return out
 
 
@@ -183,7 +192,7 @@ def target_verdict(workdir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
 
     ``target_met`` is None when there is no target or nothing was measured here.
     """
-    search = (read_json(workdir / "config.json") or {}).get("search") or {}
+    search = RunFolder(workdir).read_config().get("search") or {}
     device = search.get("latency_device", search.get("device"))  # "device" in run folders of earlier versions
     target = search.get("target_ms") if device == metrics["latency_device"] else None
     met = None if target is None or metrics.get("measured_ms") is None else bool(metrics["measured_ms"] <= target)
@@ -197,8 +206,8 @@ def _measure(onnx_path: Path, device: str, unreachable: str | None, workdir: Pat
     if unreachable is not None:
         return {"measured_ms": None, "measured_ms_ci": None, "measured_noisy": None, "measured_here": False,
                 "not_measured_why": unreachable,
-                "measure_command": f"cd {workdir} && latency bench {(out / 'model.onnx').relative_to(workdir)} "
-                                   f"--device {device}"}
+                "measure_command": f"cd {workdir} && latency bench "
+                                   f"{FinetuneFolder(out).model_onnx.relative_to(workdir)} --device {device}"}
     measured = measure_model(onnx_path, device)
     return {"measured_ms": measured.median_ms, "measured_ms_ci": [measured.ci_low_ms, measured.ci_high_ms],
             "measured_noisy": measured.noisy, "measured_here": True}
@@ -207,18 +216,19 @@ def _measure(onnx_path: Path, device: str, unreachable: str | None, workdir: Pat
 def _predicted_accuracy(workdir: Path, arch: Arch) -> float | None:
     from donna.predictor import AccuracyPredictor
 
-    if not (workdir / "predictor.json").is_file():
+    run = RunFolder(workdir)
+    if not run.predictor_json.is_file():
         return None
-    nsr = pd.read_csv(workdir / "nsr.csv")
-    return float(AccuracyPredictor.load(workdir / "predictor.json").predict_archs([arch], nsr, run_space(workdir))[0])
+    nsr = pd.read_csv(run.nsr_csv)
+    return float(AccuracyPredictor.load(run.predictor_json).predict_archs([arch], nsr, run_space(workdir))[0])
 
 
 def _predicted_ms(workdir: Path, arch: Arch, device: str) -> float | None:
     from latency import LatencyTable
 
-    folder = workdir / "latency" / device
-    found = (folder / "table.json").is_file()
-    return float(LatencyTable.load(folder, device=device, force=True).predict(arch)) if found else None
+    folder = RunFolder(workdir).latency(device)
+    found = folder.table_json.is_file()
+    return float(LatencyTable.load(folder.root, device=device, force=True).predict(arch)) if found else None
 
 
 def _plot_curve(history: TrainHistory, path: Path, title: str) -> None:

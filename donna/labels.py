@@ -24,7 +24,7 @@ from donna.device import pick_device
 from donna.executor import Job, get_executor
 from donna.nsr import arch_nsr
 from donna.predictor import nsr_columns, nsr_lookup
-from donna.runfolder import fingerprint
+from donna.runfolder import RunFolder, fingerprint
 from donna.train import evaluate, predict_logits, train
 
 
@@ -95,7 +95,7 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
                 workdir: str | Path, nsr_table: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
     """Labels ``cfg.num_labels`` spread-out architectures into ``workdir/labels.csv`` (resumable)."""
     workdir = Path(workdir)
-    path = workdir / "labels.csv"
+    path = RunFolder(workdir).labels_csv
     fp = fingerprint({"labels": cfg.fingerprint(), "nsr": fingerprint(nsr_table.to_dict("list")),
                       "data": data.describe()})
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame()

@@ -181,4 +181,4 @@ def convergence_check(table: pd.DataFrame, teacher_arch: Arch | None,
 
 def write_convergence(workdir: str | Path, check: dict) -> Path:
     """Writes the check to ``library/convergence.json`` (beside the slot manifests)."""
-    return write_json(RunFolder(workdir).library / "convergence.json", check)
+    return write_json(RunFolder(workdir).convergence_json, check)

@@ -29,12 +29,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from blocks.fileio import atomic_write_bytes, atomic_write_text
-from donna.runfolder import read_json, write_json
+from donna.runfolder import RunFolder, read_json, write_json
 
-REPORT_HTML, REPORT_MD, IMAGES_DIR = "report.html", "report.md", "report_files"
 STAGE_ORDER = ("run", "data", "teacher", "bkd", "score", "labels", "search", "finetune")  # pipeline order
 ZOOM = 0.25  # the second front plot spans the target +- this share
-TEACHER_LATENCY = "teacher_latency.json"  # under latency/<device>/, written by ``measure_teacher``
 COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "fontsize": 8, "borderaxespad": 0.0}
 
@@ -88,7 +86,7 @@ class Run:
 
     def teacher_latency(self, device: str) -> dict[str, Any] | None:
         """The teacher's latency measured by ``measure_teacher`` on ``device``, if it is of this teacher."""
-        data = read_json(self.root / "latency" / device / TEACHER_LATENCY)
+        data = read_json(RunFolder(self.root).latency(device).teacher_latency_json)
         fp = (self.teacher or {}).get("fingerprint")
         return data if data and fp and data.get("teacher_fingerprint") == fp else None
 
@@ -134,22 +132,20 @@ def load_run(workdir: str | Path) -> Run:
     root = Path(workdir)
     if not root.is_dir():
         raise ValueError(f"no run folder at {root}; pass the --workdir of a `donna run` or `donna build-predictor`")
-    tables = {p.parent.name: read_json(p) for p in sorted(root.glob("latency/*/table.json"))}
+    run = RunFolder(root)
+    tables = {device: read_json(path) for device, path in run.latency_tables().items()}
     searches = {}
-    for folder in sorted(p.parent for p in root.glob("search/*/pareto.csv")):
-        searches[folder.name] = {"rows": pd.read_csv(folder / "pareto.csv"),
-                                 "selected": read_json(folder / "selected.json"),
-                                 "info": read_json(folder / "search.json") or {}}
-    finetunes = {p.parent.name: read_json(p) for p in sorted(root.glob("finetune/*/metrics.json"),
-                                                             key=lambda p: p.stat().st_mtime)}
-    return Run(root, read_json(root / "config.json") or {}, read_json(root / "teacher.json"),
-               read_json(root / "predictor.json"), _csv(root / "labels.csv"), _csv(root / "nsr.csv"), tables,
-               searches, finetunes)
+    for folder in run.searches():
+        searches[folder.name] = {"rows": pd.read_csv(folder.pareto_csv), "selected": read_json(folder.selected_json),
+                                 "info": read_json(folder.search_json) or {}}
+    finetunes = {f.root.name: read_json(f.metrics_json) for f in run.finetunes()}
+    return Run(root, run.read_config(), read_json(run.teacher_json), read_json(run.predictor_json),
+               _csv(run.labels_csv), _csv(run.nsr_csv), tables, searches, finetunes)
 
 
 def _teacher_checkpoint(root: Path) -> dict[str, Any]:
     """Params, MACs and training time of our own teacher (``teacher.pt``); empty when there is none."""
-    path = root / "teacher.pt"
+    path = RunFolder(root).teacher_pt
     if not path.is_file():
         return {}
     import torch
@@ -211,7 +207,7 @@ def _stage_times(run: Run) -> dict[str, float]:
     teacher = run.teacher_model
     if teacher.get("train_seconds") is not None:
         times["teacher"] = float(teacher["train_seconds"])
-    bkd = [read_json(p).get("seconds") for p in run.root.glob("library/slot*.json")]
+    bkd = [read_json(p).get("seconds") for p in RunFolder(run.root).slot_manifests()]
     if bkd and all(s is not None for s in bkd):
         times["bkd"] = float(sum(bkd))
     chosen = run.chosen
@@ -564,7 +560,7 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(title: str, sections: list[Section], image_dir: str = IMAGES_DIR) -> str:
+def render_markdown(title: str, sections: list[Section], image_dir: str = RunFolder.REPORT_IMAGES) -> str:
     """The report as markdown; images are referenced as ``image_dir/<name>.png``."""
     lines = [f"# {title}", ""]
     for section in sections:
@@ -642,7 +638,7 @@ def measure_teacher(workdir: str | Path, device: str, protocol: dict | None = No
     cached = run.teacher_latency(device)
     if cached is not None:
         return cached
-    path = run.root / "teacher.pt"
+    path = RunFolder(run.root).teacher_pt
     if run.teacher is None or not path.is_file():
         return None
     import torch
@@ -653,10 +649,10 @@ def measure_teacher(workdir: str | Path, device: str, protocol: dict | None = No
     if "arch" not in ckpt:
         return None
     result = measure_model(Arch.from_dict(ckpt["arch"]), device, protocol=protocol,
-                           cache_dir=run.root / "latency" / "exports")
+                           cache_dir=RunFolder(run.root).exports)
     data = {"device": device, "teacher_fingerprint": run.teacher.get("fingerprint"), "measured_ms": result.median_ms,
             "measured_ms_ci": [result.ci_low_ms, result.ci_high_ms], "noisy": bool(result.noisy)}
-    write_json(run.root / "latency" / device / TEACHER_LATENCY, data)
+    write_json(RunFolder(run.root).latency(device).teacher_latency_json, data)
     return data
 
 
@@ -678,7 +674,7 @@ def write_report(workdir: str | Path, measure_teacher_latency: bool = False) -> 
     title = f"DONNA run report: {run.root.resolve().name} ({time.strftime('%Y-%m-%d %H:%M')})"
     images = []
     for block in (b for s in sections for b in s.blocks if isinstance(b, Image)):
-        images.append(atomic_write_bytes(run.root / IMAGES_DIR / f"{block.name}.png", block.png))
-    markdown = atomic_write_text(run.root / REPORT_MD, render_markdown(title, sections))
-    page = atomic_write_text(run.root / REPORT_HTML, render_html(title, sections))
+        images.append(atomic_write_bytes(RunFolder(run.root).report_image(block.name), block.png))
+    markdown = atomic_write_text(RunFolder(run.root).report_md, render_markdown(title, sections))
+    page = atomic_write_text(RunFolder(run.root).report_html, render_html(title, sections))
     return ReportPaths(page, markdown, images, [f"{s.title}: {s.missing}" for s in sections if s.missing])

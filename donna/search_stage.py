@@ -16,7 +16,7 @@ import pandas as pd
 from blocks import Arch, SearchSpace
 from donna.config import SearchConfig
 from donna.predictor import AccuracyPredictor
-from donna.runfolder import fingerprint, read_json, save_config
+from donna.runfolder import RunFolder, fingerprint, save_config
 from latency import LatencyError, LatencyTable, build_latency_table, measure_model
 from latency.cache import file_sha256
 from latency.devices import unreachable_reason
@@ -29,10 +29,12 @@ def run_space(workdir: Path) -> SearchSpace:
     """The search space a run folder was built for (recorded by ``donna build-predictor``)."""
     from blocks import get_space
 
-    run = (read_json(workdir / "config.json") or {}).get("run")
+    folder = RunFolder(workdir)
+    run = folder.read_config().get("run")
     if not run:
         raise ValueError(f"{workdir} holds no DONNA run; run `donna build-predictor --workdir {workdir}` first")
-    return get_space(run["space"]).with_classes(run["num_classes"])
+    source = folder.space_json if run.get("space_file") else run["space"]  # a space file is read from its copy
+    return get_space(source).with_classes(run["num_classes"])
 
 
 def latency_table_for(workdir: Path, space: SearchSpace, device: str, force: bool = False,
@@ -42,8 +44,9 @@ def latency_table_for(workdir: Path, space: SearchSpace, device: str, force: boo
     A table copied in from the device's own machine is used as recorded when the device is not
     reachable here (``table.note`` says so); without one, such a device is an error naming both ways on.
     """
-    folder = workdir / "latency" / device
-    if (folder / "table.json").is_file():
+    latency = RunFolder(workdir).latency(device)
+    folder = latency.root
+    if latency.table_json.is_file():
         return LatencyTable.load(folder, device=device, force=force)
     reason = unreachable_reason(device)
     if reason is not None:
@@ -52,7 +55,7 @@ def latency_table_for(workdir: Path, space: SearchSpace, device: str, force: boo
                            f"machine (`{table_command(device, space)} --out DIR`) and copy DIR/table.json into "
                            f"{folder}/, or search another device")
     return build_latency_table(space, device, folder, progress=progress, force=force,
-                               cache_dir=workdir / "latency" / "exports")
+                               cache_dir=RunFolder(workdir).exports)
 
 
 def table_command(device: str, space: SearchSpace) -> str:
@@ -71,7 +74,7 @@ def table_command(device: str, space: SearchSpace) -> str:
 
 def bench_command(workdir: Path, out: Path, archs: list[Arch], device: str) -> str:
     """The ``latency bench`` command that measures ``archs`` (their IR files under ``out/pareto``) on ``device``."""
-    files = " ".join(str((out / "pareto" / f"{a.key}.json").relative_to(workdir)) for a in archs)
+    files = " ".join(str(RunFolder(workdir).search(out.name).member_json(a.key).relative_to(workdir)) for a in archs)
     return f"cd {workdir} && latency bench {files} --device {device}"
 
 
@@ -129,23 +132,27 @@ def _front_measure(result, cfg: SearchConfig, measured: MeasuredLatency, predict
     return lambda arch: measured.measure(arch) if arch.key in keys else nan
 
 
-def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
+def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: bool = True,
                searcher_options: dict[str, Any] | None = None) -> SearchOutputs:
-    """Runs one search in ``workdir`` and writes ``workdir/search/<searcher>/``.
+    """Runs one search in ``workdir`` and writes ``search/<name>/`` (``RunFolder.search``).
+
+    ``cfg`` defaults to ``SearchConfig()``; ``searcher_options`` are the searcher's own settings
+    (``--set KEY=VALUE``). Returns the front, its files and the selected architecture (``.selected``).
 
     Raises:
         ValueError: no predictor yet (names the command to run first) or a bad setting.
         search.NoArchMeetsTarget: nothing on the measured front meets ``cfg.target_ms``.
     """
-    workdir = Path(workdir)
+    workdir, cfg = Path(workdir), cfg or SearchConfig()
     if cfg.target_ms is None:
         raise ValueError("search: no latency target; pass --target-ms (donna run computes one when it is None)")
     if needs_additive(cfg.searcher) and cfg.latency != "table":
         raise ValueError(f"--searcher {cfg.searcher} needs a latency that adds up over slots, but --latency "
                          f"{cfg.latency} measures every candidate whole; use --latency table")
-    predictor = AccuracyPredictor.load(workdir / "predictor.json")
+    run = RunFolder(workdir)
+    predictor = AccuracyPredictor.load(run.predictor_json)
     space = run_space(workdir)
-    nsr = pd.read_csv(workdir / "nsr.csv")
+    nsr = pd.read_csv(run.nsr_csv)
     save_config(workdir, "search", asdict(cfg))
     table = latency_table_for(workdir, space, cfg.latency_device, cfg.force, progress)
     measure_here = table.measurable and not cfg.no_measure and cfg.measure_max > 0
@@ -154,7 +161,7 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
     if cfg.latency == "measure" and not measure_here:
         raise LatencyError(f"--latency measure needs device {cfg.latency_device!r} here; it is not reachable (or "
                            "measuring is switched off): use --latency table")
-    measured = MeasuredLatency(space, cfg.latency_device, workdir / "latency" / cfg.latency_device / "measured.csv")
+    measured = MeasuredLatency(space, cfg.latency_device, run.latency(cfg.latency_device).measured_csv)
     latency_fn = measured.genomes if cfg.latency == "measure" else (lambda g: table.predict_genomes(g, space))
     additive = additive_forms(cfg, space, predictor, nsr, table)  # (None, None) unless the searcher needs them
     accuracy = Objective("accuracy", predictor.genome_predictor(nsr, space), maximize=True, additive=additive[0])
@@ -163,11 +170,12 @@ def run_search(workdir: str | Path, cfg: SearchConfig, progress: bool = True,
     reference = hv_reference_for(space, [accuracy, Objective("latency_ms", lambda g: table.predict_genomes(g, space))])
     settings = _searcher_settings(cfg, searcher_options, workdir, space, table)
     searcher = create_searcher(cfg.searcher, **settings)
-    out = workdir / "search" / (cfg.name or cfg.searcher)
+    folder = run.search(cfg.name or cfg.searcher)
+    out = folder.root
     # a killed search resumes from the checkpoint of the same settings and inputs; others start afresh
-    inputs = {name: file_sha256(workdir / name) for name in ("predictor.json", "nsr.csv")}
+    inputs = {"predictor.json": file_sha256(run.predictor_json), "nsr.csv": file_sha256(run.nsr_csv)}
     inputs["table"] = file_sha256(table.path) if table.path else None
-    state = out / "state" / fingerprint({**asdict(cfg), "target_ms": None, "options": searcher_options or {}, **inputs})
+    state = folder.state(fingerprint({**asdict(cfg), "target_ms": None, "options": searcher_options or {}, **inputs}))
     resumable = cfg.searcher in ("nsga2", "random")  # the gradient-based baselines do not checkpoint yet
     result = searcher.search(space, objectives=objectives, checkpoint_dir=state if resumable else None,
                              progress=progress,
@@ -220,8 +228,8 @@ def _searcher_settings(cfg: SearchConfig, extra: dict[str, Any] | None, workdir:
     from donna.config import DataConfig, section_from_dict
     from donna.data import load_data
 
-    recorded = (read_json(workdir / "config.json") or {})["data"]
-    data = load_data(section_from_dict(DataConfig, recorded), space.input_size, space.in_channels)
+    data = load_data(section_from_dict(DataConfig, RunFolder(workdir).read_config()["data"]), space.input_size,
+                     space.in_channels)
     op_cost, arch_cost = table_op_cost(table)
     base = {"seed": cfg.seed, "data": data, "op_cost": op_cost}
     if cfg.searcher == "pc-darts":

@@ -22,7 +22,7 @@ from donna.assemble import evaluate
 from donna.config import TeacherConfig
 from donna.data import DataSplits
 from donna.device import pick_device, torch_threads
-from donna.runfolder import fingerprint, read_json, save_config, write_json
+from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 from donna.train import TrainConfig, train
 
 TEACHER_FORMAT = "donna-teacher-v1"
@@ -57,7 +57,7 @@ def _get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workd
     kind, arch = _kind(cfg)
     fp = fingerprint({"kind": kind, "source": cfg.source, "weights": cfg.weights, "data": data.describe(),
                       "arch": arch.key if arch else None, "train": cfg.fingerprint() if kind == "trained" else None})
-    info = read_json(workdir / "teacher.json")
+    info = read_json(RunFolder(workdir).teacher_json)
     if info is not None and info.get("fingerprint") != fp:
         raise ValueError(f"{workdir} already holds a teacher made with other settings ({info.get('source')}, "
                          f"data {info.get('data', {}).get('name')}); use a new --workdir for this teacher")
@@ -67,7 +67,8 @@ def _get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workd
         parts = _loaded_teacher(cfg, kind, space).to(device).eval()
     if info is None:
         save_config(workdir, "teacher", cfg)
-        write_json(workdir / "teacher.json", _describe(cfg, kind, parts, data, device, fp))  # last: marks it done
+        write_json(RunFolder(workdir).teacher_json,  # last: marks it done
+                   _describe(cfg, kind, parts, data, device, fp))
     return parts
 
 
@@ -129,7 +130,8 @@ def load_teacher_checkpoint(path: str | Path, space: SearchSpace) -> TeacherPart
 def _trained_teacher(cfg: TeacherConfig, arch: Arch, space: SearchSpace, data: DataSplits, workdir: Path,
                      device: torch.device, fp: str, progress: bool) -> TeacherParts:
     arch = Arch.from_dict({**arch.to_dict(), "num_classes": data.num_classes})
-    path, checkpoint = workdir / "teacher.pt", workdir / f"teacher.ckpt-{fp}.pt"  # per settings: never mixed
+    run = RunFolder(workdir)
+    path, checkpoint = run.teacher_pt, run.teacher_checkpoint(fp)  # per settings: never mixed
     if path.is_file() and torch.load(path, map_location="cpu", weights_only=True).get("fingerprint") == fp:
         return load_teacher_checkpoint(path, space).to(device).eval()
     model = _init_model(arch, cfg.seed).to(device)

@@ -5,8 +5,8 @@ import pytest
 
 from baselines.costs import block_macs, layer_costs, macs_op_cost, slot_cost_matrix, table_op_cost
 from baselines.dsonas import penalty_weights
+from baselines.mixed_supernet import slot_ops
 from baselines.project import project_dsonas, project_pcdarts, snap_depth
-from baselines.supernet import slot_ops
 from blocks import build_block, count_macs, get_space
 
 

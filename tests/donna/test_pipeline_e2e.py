@@ -11,7 +11,7 @@ from donna.cli import main
 from donna.config import BKDConfig, DataConfig, ScoreConfig, TeacherConfig
 from donna.finetune_stage import FinetuneConfig, run_finetune
 from donna.labels import LabelConfig
-from donna.pipeline import PredictorRunConfig, build_predictor
+from donna.predictor_stage import PredictorRunConfig, build_predictor
 from donna.search_stage import SearchConfig, run_search
 from latency import build_latency_table
 from search import NoArchMeetsTarget

@@ -21,8 +21,8 @@ from PIL import Image
 from blocks import get_space
 from donna.cli import main
 from donna.predictor import fit_predictor, nsr_columns
-from donna.report import REPORT_HTML, REPORT_MD, measure_teacher, write_report
-from donna.runfolder import save_config, write_json
+from donna.report import measure_teacher, write_report
+from donna.runfolder import RunFolder, save_config, write_json
 from donna.search_stage import SearchConfig, run_search
 from latency import build_latency_table
 from search.pareto import non_dominated
@@ -126,7 +126,8 @@ def test_report_has_every_section_and_valid_embedded_pngs(run):
     teacher = measure_teacher(workdir, "cpu", protocol=QUICK_PROTOCOL)
     assert teacher["measured_ms"] > 0 and measure_teacher(workdir, "cpu") == teacher  # measured once
     paths = write_report(workdir)
-    assert paths.html == workdir / REPORT_HTML and paths.markdown == workdir / REPORT_MD and paths.skipped == []
+    run = RunFolder(workdir)
+    assert paths.html == run.report_html and paths.markdown == run.report_md and paths.skipped == []
     page = paths.html.read_text()
     titles = re.findall(r"<h2>(.*?)</h2>", page)
     assert titles == [s.replace("&", "&amp;") for s in SECTIONS] and "Skipped" not in page
@@ -153,7 +154,7 @@ def test_report_has_every_section_and_valid_embedded_pngs(run):
 def test_report_of_a_partial_run_says_what_is_missing(tmp_path, capsys):
     save_config(tmp_path, "run", {"space": "mbconv-tiny", "num_classes": 10})
     assert main(["report", "--workdir", str(tmp_path)]) == 0
-    page = (tmp_path / REPORT_HTML).read_text()
+    page = RunFolder(tmp_path).report_html.read_text()
     assert page.count('class="missing"') == 6  # everything but stages and environment
     assert "run `donna search`" in page and "<img" not in page
     assert "report.html" in capsys.readouterr().out

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from baselines.supernet import (
+from baselines.mixed_supernet import (
     MixedLayer,
     SuperNet,
     channel_shuffle,

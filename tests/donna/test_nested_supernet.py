@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from blocks import build_block, get_space, init_weights
-from donna.supernet import OptionBank, SlotSupernet, make_slot_module
+from donna.nested_supernet import OptionBank, SlotSupernet, make_slot_module
 
 from .conftest import tiny_space
 
