@@ -27,6 +27,7 @@ from baselines.budget import (
 from baselines.costs import OpCost, macs_op_cost
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
+from common.device import torch_device
 from search.base import Searcher, SearchResult, make_config
 from search.objectives import Objective
 
@@ -53,13 +54,6 @@ def resolve_dataset(data: Any) -> Dataset:
     if not isinstance(data, Dataset) and hasattr(data, "train"):
         return data.train
     return data
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` as given, else CUDA when available, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def seed_everything(seed: int) -> None:
@@ -265,7 +259,7 @@ class SupernetSearcher(Searcher):
             warnings.warn(f"{self.name}: checkpoint/resume is not implemented for gradient searchers yet; "
                           "the search runs from scratch and writes no checkpoint", stacklevel=3)
         seed_everything(self.config.seed)
-        device = resolve_device(self.config.device)
+        device = torch_device(self.config.device)
         if device.type == "cpu":
             limit_heap_retention()
         self.memory, self.batch_size = None, self.config.batch_size

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blocks.fileio import atomic_write_text
+from common.fileio import atomic_write_text
 from blocks.ir import KNOBS, SCHEMA_VERSION, Arch, BlockSpec, HeadSpec, _check_keys
 
 if TYPE_CHECKING:

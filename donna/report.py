@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from blocks.fileio import atomic_write_bytes, atomic_write_text
+from common.fileio import atomic_write_bytes, atomic_write_text
 from donna.runfolder import read_json, write_json
 
 REPORT_HTML, REPORT_MD, IMAGES_DIR = "report.html", "report.md", "report_files"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from blocks.fileio import atomic_write_text
+from common.fileio import atomic_write_text
 
 
 def write_json(path: str | Path, data: Any) -> Path:

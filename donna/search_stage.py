@@ -117,7 +117,7 @@ class MeasuredLatency:
         return np.array([self.measure(self.space.decode(g))["measured_ms"] for g in np.atleast_2d(genomes)])
 
     def _flush(self) -> None:
-        from blocks.fileio import atomic_path
+        from common.fileio import atomic_path
 
         with atomic_path(self.cache_file) as tmp:
             pd.DataFrame(list(self.cache.values())).to_csv(tmp, index=False)

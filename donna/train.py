@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from blocks.fileio import atomic_save
-from donna.device import pick_device
+from common.fileio import atomic_save
+from common.device import torch_device
 
 
 @dataclass
@@ -65,7 +65,7 @@ def index_batches(n: int, batch_size: int, seed: int | None) -> list[torch.Tenso
 def predict_logits(model: nn.Module, split: Dataset, batch_size: int = 256,
                    device: torch.device | None = None) -> torch.Tensor:
     """Logits of ``model`` for every example of ``split`` (in order), on the CPU."""
-    device = device or pick_device()
+    device = device or torch_device()
     was_training = model.training
     model.eval().to(device)
     batches = index_batches(len(split), batch_size, None)
@@ -117,7 +117,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         on_epoch: called as ``on_epoch(epoch, train_loss, val_accuracy)``.
         device: defaults to CUDA when present, else CPU.
     """
-    device = device or pick_device()
+    device = device or torch_device()
     model.to(device)
     params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
               {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]

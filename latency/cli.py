@@ -107,10 +107,10 @@ def _format_result(r) -> str:
 def cmd_bench(args) -> int:
     from tqdm import tqdm
 
-    from .measure import measure_model, resolve_device
+    from .measure import measure_model, resolve_profile
 
     models = [_load_model_arg(m) for m in args.models]
-    profile, backend = resolve_device(args.device)
+    profile, backend = resolve_profile(args.device)
     results = []
     for arg, model in tqdm(list(zip(args.models, models)), desc=f"bench [{profile.name}]", unit="model",
                            disable=len(models) < 2 or args.json, leave=False):

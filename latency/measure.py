@@ -89,7 +89,7 @@ def _prepare_input(obj: Any, backend: Backend, input_shape, cache_dir) -> tuple[
     return obj, batch_shape(input_shape)
 
 
-def resolve_device(device: str | Profile, backend: Backend | None = None) -> tuple[Profile, Backend]:
+def resolve_profile(device: str | Profile, backend: Backend | None = None) -> tuple[Profile, Backend]:
     """The profile of ``device`` and a backend for it (``backend`` is reused when given)."""
     profile = get_profile(device)
     return profile, backend or create_backend(profile.backend, **profile.options)
@@ -115,7 +115,7 @@ def measure_model(model_or_arch_or_onnx_path: Any, device: str | Profile = "cpu"
         LatencyError: bad model or shape, unknown device, unavailable backend; a
             :class:`DeviceDisconnectedError` carries the samples taken before the device was lost.
     """
-    profile, backend = resolve_device(device, backend)
+    profile, backend = resolve_profile(device, backend)
     cfg = protocol if isinstance(protocol, ProtocolConfig) else profile.protocol_config().replace(**(protocol or {}))
     target, shape = _prepare_input(model_or_arch_or_onnx_path, backend, input_shape, cache_dir)
     prepared = backend.prepare(target, shape)

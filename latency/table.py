@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write_json
+from common.fileio import atomic_write_json
 from .errors import FingerprintMismatchError, LatencyError
 
 SCHEMA_VERSION = 1
@@ -214,12 +214,12 @@ class LatencyTable:
             FingerprintMismatchError: another device's table, or a different fingerprint here (unless ``force``).
         """
         from .devices import unreachable_reason
-        from .measure import resolve_device
+        from .measure import resolve_profile
 
         reason = unreachable_reason(device)
         if reason is not None:
             return self._accept_remote(device, reason)
-        current = resolve_device(device)[1].fingerprint()
+        current = resolve_profile(device)[1].fingerprint()
         self.measurable, self.note = True, None
         diff = sorted(k for k in set(current) | set(self.fingerprint) if current.get(k) != self.fingerprint.get(k))
         if not diff:

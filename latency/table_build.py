@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from ._io import append_jsonl, atomic_write_bytes, read_jsonl
+from common.fileio import append_jsonl, atomic_write_bytes, read_jsonl
 from .devices import unreachable_reason
 from .errors import BackendUnavailableError, DeviceDisconnectedError, FingerprintMismatchError
 from .export import batch_shape, export_module
-from .measure import measure_model, resolve_device
+from .measure import measure_model, resolve_profile
 from .profiles import Profile
 from .protocol import ProtocolConfig
 from .table import SCHEMA_VERSION, LatencyTable, error_metrics, fit_calibration, space_signature
@@ -175,7 +175,7 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
     from blocks import get_space
 
     space = get_space(space) if isinstance(space, str) else space
-    profile, backend = resolve_device(device)
+    profile, backend = resolve_profile(device)
     reason = unreachable_reason(profile)
     if reason is not None:
         raise BackendUnavailableError(f"cannot build a latency table for {profile.name!r} here: {reason}")

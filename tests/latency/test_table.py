@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from latency import DeviceDisconnectedError, FingerprintMismatchError, LatencyTable, build_latency_table
-from latency._io import read_jsonl
+from common.fileio import read_jsonl
 
 SMALL = {"n_calibration": 4, "n_validation": 4, "n_repeat": 1}
 
