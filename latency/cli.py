@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from blocks.cli_errors import OneLineParser, int_at_least, run_guarded, space_arg
@@ -115,8 +116,7 @@ def cmd_bench(args) -> int:
     for arg, model in tqdm(list(zip(args.models, models)), desc=f"bench [{profile.name}]", unit="model",
                            disable=len(models) < 2 or args.json, leave=False):
         result = measure_model(model, profile, args.input_shape, backend=backend)
-        result.model = arg
-        results.append(result)
+        results.append(replace(result, model=arg))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))
         return 0
