@@ -25,11 +25,11 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from blocks import BlockSpec, SearchSpace, init_weights
-from common.fileio import atomic_save
 from blocks.teachers import TeacherParts
+from common.device import set_threads, torch_device, torch_threads
+from common.fileio import atomic_save
 from donna.config import BKDConfig
 from donna.data import DataSplits, TensorSplit, batches, shifted_copy
-from common.device import torch_device, set_threads, torch_threads
 from donna.executor import Job, get_executor
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 from donna.supernet import OptionBank, SlotSupernet, make_slot_module

@@ -15,11 +15,11 @@ import pandas as pd
 import torch
 
 from blocks import Arch, SearchSpace, count_params_macs
-from common.fileio import atomic_save, atomic_write_text
 from blocks.teachers import TeacherParts
+from common.device import torch_device
+from common.fileio import atomic_save, atomic_write_text
 from donna.config import DataConfig, TeacherConfig
 from donna.data import DataSplits, load_data
-from common.device import torch_device
 from donna.runfolder import fingerprint, read_json, save_config, write_json
 from donna.search_stage import run_space
 from donna.train import TrainConfig, TrainHistory, evaluate, predict_logits, train

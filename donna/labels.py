@@ -17,10 +17,10 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from blocks import Arch, SearchSpace, build_model, count_params_macs
-from common.fileio import atomic_path
 from blocks.teachers import TeacherParts
-from donna.data import DataSplits, subset
 from common.device import torch_device
+from common.fileio import atomic_path
+from donna.data import DataSplits, subset
 from donna.executor import Job, get_executor
 from donna.nsr import arch_nsr
 from donna.predictor import nsr_columns, nsr_lookup

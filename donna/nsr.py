@@ -17,13 +17,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from blocks import Arch, SearchSpace, count_macs
-from common.fileio import atomic_path, atomic_save
 from blocks.teachers import TeacherParts
+from common.device import set_threads, torch_device, torch_threads
+from common.fileio import atomic_path, atomic_save
 from donna.assemble import recalibrate_bn
 from donna.bkd import BlockLibrary, compute_features
 from donna.config import ScoreConfig
 from donna.data import DataSplits, subset
-from common.device import torch_device, set_threads, torch_threads
 from donna.executor import Job, get_executor
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 

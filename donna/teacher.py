@@ -16,12 +16,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from blocks import Arch, SearchSpace, build_model, resolve_arch
-from common.fileio import atomic_save
 from blocks.teachers import TORCHVISION_CUTTERS, TeacherParts, cut_teacher, torchvision_teacher
+from common.device import torch_device, torch_threads
+from common.fileio import atomic_save
 from donna.assemble import evaluate
 from donna.config import TeacherConfig
 from donna.data import DataSplits
-from common.device import torch_device, torch_threads
 from donna.runfolder import fingerprint, read_json, save_config, write_json
 from donna.train import TrainConfig, train
 

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from common.fileio import atomic_save
 from common.device import torch_device
+from common.fileio import atomic_save
 
 
 @dataclass

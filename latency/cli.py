@@ -141,7 +141,7 @@ def cmd_table(args) -> int:
                                     n_validation=args.n_validation, seed=args.seed, force=args.force)
     v, cal = table.validation, table.calibration
     print(f"latency table written to {table.path}")
-    print(f"calibration on {cal['n']} architectures: {cal['intercept_ms']:+.4f} ms + {cal['scale']:.4f} x sum")
+    print(f"calibration on {cal.n} architectures: {cal.intercept_ms:+.4f} ms + {cal.scale:.4f} x sum")
     if v.get("n"):
         print(f"held-out {v['n']} architectures: RMSPE {v['rmspe']:.2%}, within +-5% {v['within_5']:.0%}, "
               f"within +-10% {v['within_10']:.0%}, Spearman {v['spearman']:.3f}, "

@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx
 
 from common.fileio import atomic_path
+
 from .cache import ArtifactCache, file_sha256
 from .errors import BadModelError
 
