@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from baselines.budget import (
     GIB,
@@ -27,6 +27,7 @@ from baselines.budget import (
 from baselines.costs import OpCost, macs_op_cost
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
+from common.batching import SeededBatches
 from common.device import torch_device
 from search.base import Searcher, SearchResult, make_config
 from search.objectives import Objective
@@ -77,17 +78,15 @@ def split_halves(n: int, portion: float, seed: int) -> tuple[np.ndarray, np.ndar
     return order[:cut], order[cut:]
 
 
-def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, seed: int) -> DataLoader:
-    """A shuffling loader over ``indices`` whose order depends only on ``seed``."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return DataLoader(Subset(dataset, list(map(int, indices))), batch_size=batch_size, shuffle=True,
-                      generator=generator, drop_last=len(indices) > batch_size)
+def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, seed: int) -> SeededBatches:
+    """Shuffled batches over ``indices`` whose order depends only on ``seed`` (and the pass)."""
+    return SeededBatches(dataset, indices, batch_size, seed)
 
 
 class Cycle:
     """A persistent iterator over a loader that starts a new pass when one ends (never a fresh ``iter`` per step)."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: SeededBatches) -> None:
         self.loader = loader
         self._it: Iterator | None = None
 

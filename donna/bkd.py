@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 
 from blocks import BlockSpec, SearchSpace, init_weights
 from blocks.teachers import TeacherParts
+from common.batching import batches
 from common.device import set_threads, torch_device, torch_threads
 from common.fileio import atomic_save
 from donna.config import BKDConfig
-from donna.data import DataSplits, TensorSplit, batches, shifted_copy
+from donna.data import DataSplits, TensorSplit, shifted_copy
 from donna.executor import Job, get_executor
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 from donna.supernet import OptionBank, SlotSupernet, make_slot_module
