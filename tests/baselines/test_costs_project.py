@@ -7,7 +7,7 @@ from baselines.costs import block_macs, layer_costs, macs_op_cost, slot_cost_mat
 from baselines.dsonas import penalty_weights
 from baselines.project import project_dsonas, project_pcdarts, snap_depth
 from baselines.supernet import slot_ops
-from blocks import build_block, count_macs, get_space
+from blocks import UNUSED_KNOBS, build_block, count_macs, get_space
 from latency.table import Calibration, LatencyTable, SlotLatencies
 
 
@@ -17,7 +17,7 @@ def test_analytic_macs_match_the_flop_counter(block_type):
     for i in (0, 1, 4):
         channels, size, _ = space.slot_input_shape(i)
         for spec in space.options(i)[::17]:
-            spec = spec.with_knobs(type=block_type)
+            spec = spec.with_knobs(type=block_type, **UNUSED_KNOBS.get(block_type, {}))
             assert block_macs(spec, channels, size) == count_macs(build_block(spec, channels), (channels, size, size))
 
 
