@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from baselines.budget import (
     GIB,
@@ -27,6 +27,8 @@ from baselines.budget import (
 from baselines.costs import OpCost, macs_op_cost
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
+from common.batching import SeededBatches
+from common.device import torch_device
 from search.base import Searcher, SearchResult, make_config
 from search.objectives import Objective
 
@@ -55,13 +57,6 @@ def resolve_dataset(data: Any) -> Dataset:
     return data
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` as given, else CUDA when available, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def seed_everything(seed: int) -> None:
     """Seeds Python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -83,17 +78,15 @@ def split_halves(n: int, portion: float, seed: int) -> tuple[np.ndarray, np.ndar
     return order[:cut], order[cut:]
 
 
-def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, seed: int) -> DataLoader:
-    """A shuffling loader over ``indices`` whose order depends only on ``seed``."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return DataLoader(Subset(dataset, list(map(int, indices))), batch_size=batch_size, shuffle=True,
-                      generator=generator, drop_last=len(indices) > batch_size)
+def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, seed: int) -> SeededBatches:
+    """Shuffled batches over ``indices`` whose order depends only on ``seed`` (and the pass)."""
+    return SeededBatches(dataset, indices, batch_size, seed)
 
 
 class Cycle:
     """A persistent iterator over a loader that starts a new pass when one ends (never a fresh ``iter`` per step)."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: SeededBatches) -> None:
         self.loader = loader
         self._it: Iterator | None = None
 
@@ -265,7 +258,7 @@ class SupernetSearcher(Searcher):
             warnings.warn(f"{self.name}: checkpoint/resume is not implemented for gradient searchers yet; "
                           "the search runs from scratch and writes no checkpoint", stacklevel=3)
         seed_everything(self.config.seed)
-        device = resolve_device(self.config.device)
+        device = torch_device(self.config.device)
         if device.type == "cpu":
             limit_heap_retention()
         self.memory, self.batch_size = None, self.config.batch_size

@@ -7,6 +7,7 @@ import math
 import re
 import sys
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pandas as pd
 from blocks import Arch, SearchSpace
 from donna.predictor import AccuracyPredictor
 from donna.runfolder import RunFolder, fingerprint, save_config
-from latency import LatencyError, LatencyTable, build_latency_table, measure_model
+from latency import LatencyError, LatencyEstimator, LatencyTable, MeasuredLatency, build_latency_table
 from latency.cache import file_sha256
 from latency.devices import unreachable_reason
 from search import Objective, SearchOutputs, create_searcher, finalize_search, needs_additive
@@ -95,37 +96,6 @@ def bench_command(workdir: Path, out: Path, archs: list[Arch], device: str) -> s
     return f"cd {workdir} && latency bench {files} --device {device}"
 
 
-class MeasuredLatency:
-    """Latency measured on the device for every new candidate, cached by ``arch.key`` (resumable)."""
-
-    def __init__(self, space: SearchSpace, device: str, cache_file: Path) -> None:
-        self.space, self.device, self.cache_file = space, device, cache_file
-        self.cache: dict[str, dict[str, float]] = {}
-        if cache_file.is_file():
-            frame = pd.read_csv(cache_file)
-            self.cache = {r["key"]: r for r in frame.to_dict("records")}
-
-    def measure(self, arch: Arch) -> dict[str, float]:
-        """``measured_ms`` with its confidence interval for ``arch``, measured once."""
-        if arch.key not in self.cache:
-            result = measure_model(arch, self.device, cache_dir=self.cache_file.parent / "exports")
-            self.cache[arch.key] = {"key": arch.key, "measured_ms": result.median_ms,
-                                    "measured_ms_ci_low": result.ci_low_ms, "measured_ms_ci_high": result.ci_high_ms,
-                                    "noisy": bool(result.noisy)}
-            self._flush()
-        return {k: v for k, v in self.cache[arch.key].items() if k != "key"}
-
-    def genomes(self, genomes: np.ndarray) -> np.ndarray:
-        """Objective form: measured median latency of every genome."""
-        return np.array([self.measure(self.space.decode(g))["measured_ms"] for g in np.atleast_2d(genomes)])
-
-    def _flush(self) -> None:
-        from blocks.fileio import atomic_path
-
-        with atomic_path(self.cache_file) as tmp:
-            pd.DataFrame(list(self.cache.values())).to_csv(tmp, index=False)
-
-
 def front_to_measure(result, cfg: SearchConfig, predicted_ms: np.ndarray) -> list[int]:
     """Indices of the front members worth measuring (see :func:`_front_measure`), most accurate first."""
     if cfg.measure_max <= 0:
@@ -176,13 +146,15 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
     if cfg.latency == "measure" and not measure_here:
         raise LatencyError(f"--latency measure needs device {cfg.device!r} here; it is not reachable (or "
                            "measuring is switched off): use --latency table")
-    measured = MeasuredLatency(space, cfg.device, run.latency(cfg.device).measured_csv)
-    latency_fn = measured.genomes if cfg.latency == "measure" else (lambda g: table.predict_genomes(g, space))
+    measured = MeasuredLatency(cfg.device, run.latency(cfg.device).measured_csv)
+    estimator: LatencyEstimator = measured if cfg.latency == "measure" else table
+    latency_fn = partial(estimator.predict_genomes, space=space)
     additive = additive_forms(cfg, space, predictor, nsr, table)  # (None, None) unless the searcher needs them
     accuracy = Objective("accuracy", predictor.genome_predictor(nsr, space), maximize=True, additive=additive[0])
     objectives = [accuracy, Objective("latency_ms", latency_fn, maximize=False, additive=additive[1])]
     # one hypervolume reference from the cheap table objectives, so searchers and modes compare
-    reference = hv_reference_for(space, [accuracy, Objective("latency_ms", lambda g: table.predict_genomes(g, space))])
+    reference = hv_reference_for(space, [accuracy,
+                                         Objective("latency_ms", partial(table.predict_genomes, space=space))])
     settings = _searcher_settings(cfg, searcher_options, workdir, space, table)
     searcher = create_searcher(cfg.searcher, **settings)
     folder = run.search(cfg.name or cfg.searcher)
@@ -221,9 +193,9 @@ def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPre
                       for o in space.options(i)])
         genes.append(tuple(np.flatnonzero((G[0] != G).any(axis=0)).tolist()))
         codes.append(G[:, list(genes[-1])])
-    cal, rows = table.calibration, [dict(zip(s["options"], s["ms"])) for s in table.data["slots"]]
-    ms = [[cal["scale"] * rows[i][str(o)] for o in space.options(i)] for i in range(space.num_slots)]
-    fixed = cal["intercept_ms"] + cal["scale"] * (table.data["stem_ms"] + table.data["head_ms"])
+    cal = table.calibration
+    ms = [[cal.scale * table.block_ms(i, o) for o in space.options(i)] for i in range(space.num_slots)]
+    fixed = cal.apply(table.fixed_ms)
     return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept),
             Additive(slot_tables_from_lookup(genes, codes, ms), fixed))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from blocks.registry import Registry
+from common.registry import Registry
 
 if TYPE_CHECKING:
     from search.base import Searcher
