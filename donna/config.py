@@ -42,7 +42,7 @@ class TeacherConfig:
     source: str | None = None  # None: train the space's reference; else torchvision name, .pt checkpoint,
     # preset name, architecture string or IR .json file
     weights: str | None = None  # weights file of a torchvision teacher (never downloaded)
-    epochs: int = 6  # epochs when the teacher is trained here
+    epochs: int = 4  # epochs when the teacher is trained here
     lr: float = 4e-3  # peak learning rate (AdamW, warm-up then cosine)
     weight_decay: float = 5e-4  # AdamW weight decay
     batch_size: int = 64  # training batch size
@@ -64,7 +64,7 @@ class BKDConfig:
     init: str = "teacher"  # teacher: start from the teacher's block where it is an option (OFA); random
     sampling: str = "sandwich"  # supernet options per step: sandwich (largest + smallest + random) or uniform (one)
     random_per_step: int = 2  # sandwich: uniformly sampled options trained beside the largest and the smallest
-    epochs: int = 4  # passes over the training split (DNA: 20 per stage on ImageNet)
+    epochs: int = 2  # passes over the training split (DNA: 20 per stage on ImageNet)
     lr: float = 3e-3  # Adam learning rate (DNA: 2e-3 to 5e-3)
     weight_decay: float = 1e-4  # Adam (L2) weight decay, as DNA
     lr_decay: float = 0.9  # learning rate factor applied after every epoch, as DNA
