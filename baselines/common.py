@@ -364,8 +364,8 @@ class SupernetSearcher(Searcher):
         meta = json.loads(state["meta"])
         for name, want in {"version": STATE_VERSION, **self._identity}.items():
             if meta.get(name) != want:
-                raise ValueError(f"{path} belongs to another search ({name} differs); resume with the same "
-                                 "settings, space and data, or delete the file to start afresh")
+                raise ValueError(f"{path} belongs to another search (its {name} differ from this one's); resume "
+                                 "with the same settings, space and data, or delete the file to start afresh")
         for name, module in model.named_modules():
             if hasattr(module, "remove_ops") and f"{name}.alive" in state["model"]:
                 module.remove_ops(~state["model"][f"{name}.alive"].to(module.alive.device))
