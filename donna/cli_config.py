@@ -132,7 +132,7 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
                         help="nsga2, random, exact (whole front, additive objectives), pc-darts, dso-nas")
     parser.add_argument("--schedule", default=SearchConfig.schedule,
                         help="the searcher's schedule preset: paper (the published schedule; default) or quick "
-                        "(minutes on the embedded default on 2 CPU cores); printed with its cost before the search")
+                        "(minutes on the embedded default on a CPU core); printed with its cost before the search")
     parser.add_argument("--name", type=run_name, default=None,
                         help="output folder search/NAME (default: the searcher's name)")
     parser.add_argument("--latency", choices=("table", "measure"), default=SearchConfig.latency,
