@@ -128,8 +128,11 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=latency_device, default=SearchConfig.device,
                         help="latency device profile (latency devices)")
     parser.add_argument("--target-ms", type=finite_float(0.0), required=True, help="latency budget in milliseconds")
-    parser.add_argument("--searcher", default=SearchConfig.searcher,
+    parser.add_argument("--searcher", type=searcher_name, default=SearchConfig.searcher,
                         help="nsga2, random, exact (whole front, additive objectives), pc-darts, dso-nas")
+    parser.add_argument("--schedule", default=SearchConfig.schedule,
+                        help="the searcher's schedule preset: paper (the published schedule; default) or quick "
+                        "(minutes on the embedded default on a CPU core); printed with its cost before the search")
     parser.add_argument("--name", type=run_name, default=None,
                         help="output folder search/NAME (default: the searcher's name)")
     parser.add_argument("--latency", choices=("table", "measure"), default=SearchConfig.latency,
@@ -172,16 +175,24 @@ def searcher_options(pairs: list[str], searcher: str | None = None, base: dict[s
     return options
 
 
+def searcher_name(text: str) -> str:
+    """An argparse ``type``: a known searcher (``list_searchers()``, plug-ins included), not imported yet."""
+    from search import check_searcher
+
+    try:
+        check_searcher(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _searcher_config_class(searcher: str) -> type | None:
     """The settings dataclass of a registered searcher (``None`` when it has none to check against)."""
     import dataclasses
 
-    from search import create_searcher, list_searchers
+    from search import check_searcher, create_searcher
 
-    if searcher not in list_searchers():
-        import baselines  # noqa: F401  (registers pc-darts and dso-nas, as donna.search_stage does)
-    if searcher not in list_searchers():
-        raise ValueError(f"unknown searcher {searcher!r}; known searchers: {', '.join(list_searchers())}")
+    check_searcher(searcher)
     try:
         config = create_searcher(searcher).config
     except (TypeError, ValueError, AttributeError):  # a searcher that needs arguments to exist: checked later
@@ -271,8 +282,10 @@ def check_run_folder(args: argparse.Namespace, sections: tuple[str, ...] = ("run
 
 def check_search_args(args: argparse.Namespace) -> None:
     """Cross-flag checks of ``search`` (the run folder, the ``--set`` settings against the searcher)."""
+    from donna.search_stage import searcher_plan
+
     check_run_folder(args, ("run", "data"))
-    base = {"pop_size": args.pop_size, "generations": args.generations, "seed": args.seed}
+    _, base = searcher_plan(search_config(args))  # the searcher's settings from the flags and the schedule
     args.options = searcher_options(args.set, args.searcher, base)
 
 
@@ -288,7 +301,7 @@ def data_name(text: str) -> str:
 def search_config(args: argparse.Namespace) -> SearchConfig:
     """The ``SearchConfig`` of parsed ``search`` arguments."""
     return SearchConfig(device=args.device, target_ms=args.target_ms, searcher=args.searcher, name=args.name,
-                        latency=args.latency,
+                        latency=args.latency, schedule=getattr(args, "schedule", SearchConfig.schedule),
                         pop_size=args.pop_size, generations=args.generations, seed=args.seed,
                         measure_max=args.measure_max, force_table=args.force_table,
                         no_measure=getattr(args, "no_measure", False))

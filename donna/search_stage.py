@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,17 @@ from donna.runfolder import RunFolder, fingerprint, save_config
 from latency import LatencyError, LatencyEstimator, LatencyTable, MeasuredLatency, build_latency_table
 from latency.cache import file_sha256
 from latency.devices import unreachable_reason
-from search import Objective, SearchOutputs, create_searcher, finalize_search, needs_additive
+from search import (
+    Objective,
+    RunSize,
+    SearcherSpec,
+    SearchOutputs,
+    check_searcher,
+    create_searcher,
+    finalize_search,
+    needs_additive,
+    searcher_spec,
+)
 from search.additive import Additive, slot_tables_from_lookup
 from search.objectives import hv_reference_for
 
@@ -31,7 +41,8 @@ class SearchConfig:
 
     device: str = "cpu"  # latency device profile (see `latency devices`)
     target_ms: float = 1.0  # latency budget the selected architecture must meet when measured
-    searcher: str = "nsga2"  # registered searcher: nsga2, random, pc-darts, dso-nas
+    searcher: str = "nsga2"  # registered searcher: nsga2, random, exact, pc-darts, dso-nas (list_searchers())
+    schedule: str = "paper"  # the searcher's schedule preset: paper (published) or quick (minutes on 2 CPU cores)
     name: str | None = None  # output folder search/<name>; default: the searcher's name
     latency: str = "table"  # table: the device's latency table; measure: every candidate on the device
     pop_size: int = 100  # population per generation (Once-for-All's finder: 100)
@@ -131,9 +142,7 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
         search.NoArchMeetsTarget: nothing on the measured front meets ``cfg.target_ms``.
     """
     workdir, cfg = Path(workdir), cfg or SearchConfig()
-    if needs_additive(cfg.searcher) and cfg.latency != "table":
-        raise ValueError(f"--searcher {cfg.searcher} needs a latency that adds up over slots, but --latency "
-                         f"{cfg.latency} measures every candidate whole; use --latency table")
+    spec, settings = searcher_plan(cfg, searcher_options)  # name, schedule and settings checked before any work
     run = RunFolder(workdir)
     predictor = AccuracyPredictor.load(run.predictor_json)
     space = run_space(workdir)
@@ -155,18 +164,18 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
     # one hypervolume reference from the cheap table objectives, so searchers and modes compare
     reference = hv_reference_for(space, [accuracy,
                                          Objective("latency_ms", partial(table.predict_genomes, space=space))])
-    settings = _searcher_settings(cfg, searcher_options, workdir, space, table)
-    searcher = create_searcher(cfg.searcher, **settings)
+    given = searcher_inputs(spec, cfg, workdir, space, table)
+    searcher = create_searcher(cfg.searcher, **settings, **given)
+    print(schedule_line(cfg, searcher_options, space, given))
     folder = run.search(cfg.name or cfg.searcher)
     out = folder.root
     # a killed search resumes from the checkpoint of the same settings and inputs; others start afresh
     inputs = {"predictor.json": file_sha256(run.predictor_json), "nsr.csv": file_sha256(run.nsr_csv)}
     inputs["table"] = file_sha256(table.path) if table.path else None
-    state = folder.state(fingerprint({**asdict(cfg), "target_ms": None, "options": searcher_options or {}, **inputs}))
-    resumable = cfg.searcher in ("nsga2", "random")  # the gradient-based baselines do not checkpoint yet
-    result = searcher.search(space, objectives=objectives, checkpoint_dir=state if resumable else None,
-                             progress=progress,
-                             hv_reference=reference)
+    state = folder.state(fingerprint({**asdict(cfg), "target_ms": cfg.target_ms if spec.latency == "table" else None,
+                                      "options": searcher_options or {}, **inputs}))
+    result = searcher.search(space, objectives=objectives, checkpoint_dir=state if spec.resumable else None,
+                             progress=progress, hv_reference=reference)
     predicted = table.predict_genomes(np.stack([space.encode(a) for a in result.archs]), space)
     if measure_here:
         return finalize_search(out, result, cfg.target_ms, measure=_front_measure(result, cfg, measured, predicted),
@@ -200,29 +209,58 @@ def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPre
             Additive(slot_tables_from_lookup(genes, codes, ms), fixed))
 
 
-def _searcher_settings(cfg: SearchConfig, extra: dict[str, Any] | None, workdir: Path, space: SearchSpace,
-                       table: LatencyTable) -> dict[str, Any]:
-    """Settings of the chosen searcher: population searchers get the budget; the gradient-based
-    baselines get the run's training split and latency-table costs (penalties stay opt-in)."""
-    extra = dict(extra or {})
-    if needs_additive(cfg.searcher):
-        return {"seed": cfg.seed, **extra}
-    if cfg.searcher in ("nsga2", "random"):
-        base = {"pop_size": cfg.pop_size, "generations": cfg.generations, "seed": cfg.seed}
-        if cfg.searcher == "nsga2":
-            base["mutation_prob"] = cfg.mutation_prob
-        return {**base, **extra}
-    import baselines  # noqa: F401  (registers pc-darts and dso-nas; imported here only, baselines build on donna)
-    from baselines.costs import table_op_cost
-    from donna.config import DataConfig
-    from donna.data import load_data
+def searcher_plan(cfg: SearchConfig, options: dict[str, Any] | None = None) -> tuple[SearcherSpec, dict[str, Any]]:
+    """The searcher's declaration and its settings: the run's (``spec.run_settings``), then the schedule
+    preset's, then ``options``, each overriding the one before; checked by building the searcher once.
 
-    data = load_data(DataConfig(**RunFolder(workdir).read_config()["data"]), space.input_size,
-                     space.in_channels)
-    op_cost, arch_cost = table_op_cost(table)
-    base = {"seed": cfg.seed, "data": data, "op_cost": op_cost}
-    if cfg.searcher == "pc-darts":
-        base["arch_cost"] = arch_cost
-        if extra.get("latency_weight", 0) > 0:
-            base["target_ms"] = cfg.target_ms
-    return {**base, **extra}
+    Raises:
+        ValueError: unknown searcher or schedule (one line listing the known ones), a bad setting, or a
+            searcher that needs a latency table with ``--latency measure``.
+    """
+    check_searcher(cfg.searcher)
+    spec = searcher_spec(cfg.searcher)
+    preset = spec.schedule(cfg.schedule, cfg.searcher)
+    settings = {name: getattr(cfg, name) for name in spec.run_settings if hasattr(cfg, name)}
+    settings = {**settings, **preset.settings, **(options or {})}
+    if spec.latency == "additive" and cfg.latency != "table":
+        raise ValueError(f"--searcher {cfg.searcher} needs a latency that adds up over slots, but --latency "
+                         f"{cfg.latency} measures every candidate whole; use --latency table")
+    create_searcher(cfg.searcher, **settings)  # refuses an unknown or out-of-range setting now, not after the table
+    return spec, settings
+
+
+def searcher_inputs(spec: SearcherSpec, cfg: SearchConfig, workdir: Path, space: SearchSpace,
+                    table: LatencyTable) -> dict[str, Any]:
+    """What the searcher declares it needs besides its settings: the run's training data, the latency table."""
+    inputs: dict[str, Any] = {}
+    if spec.needs_data:
+        from donna.config import DataConfig
+        from donna.data import load_data
+
+        data_cfg = DataConfig(**RunFolder(workdir).read_config()["data"])
+        inputs["data"] = load_data(data_cfg, space.input_size, space.in_channels)
+    if spec.latency == "table":
+        inputs.update(latency_table=table, latency_target_ms=cfg.target_ms)
+    return inputs
+
+
+SECONDS_PER_EVALUATION = {"table": 1e-3, "measure": 2.0}  # rough: a table lookup batch; one device measurement
+
+
+def schedule_line(cfg: SearchConfig, options: dict[str, Any] | None, space: SearchSpace,
+                  inputs: dict[str, Any]) -> str:
+    """One line naming the searcher, its schedule preset and its cost, and what the other presets would cost."""
+    train = inputs.get("data")
+    train = getattr(train, "train", train)
+    size = RunSize(n_train=len(train) if train is not None else 0,
+                   seconds_per_evaluation=SECONDS_PER_EVALUATION.get(cfg.latency, 1.0))
+
+    def cost(schedule: str) -> str:
+        _, settings = searcher_plan(replace(cfg, schedule=schedule), options)
+        return create_searcher(cfg.searcher, **settings).cost(space, size).describe()
+
+    spec = searcher_spec(cfg.searcher)
+    line = f"search: {cfg.searcher}, schedule {cfg.schedule} ({spec.schedule(cfg.schedule).description}): "
+    others = [name for name in sorted(spec.schedules)
+              if dict(spec.schedules[name].settings) != dict(spec.schedule(cfg.schedule).settings)]
+    return line + cost(cfg.schedule) + "".join(f"; --schedule {name}: {cost(name)}" for name in others)
