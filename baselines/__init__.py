@@ -1,6 +1,7 @@
 """Gradient-based baselines over the same block space, emitting the same IR: PC-DARTS and DSO-NAS.
 
-Importing this package registers the searchers ``"pc-darts"`` and ``"dso-nas"`` with ``search``.
+The searchers ``"pc-darts"`` and ``"dso-nas"`` are entry points of ``search``'s registry (pyproject.toml):
+listed without importing this package, imported on first use; importing it registers them too.
 """
 
 from baselines.apg import APGNAG, soft_threshold

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import random
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from baselines.budget import (
     GIB,
@@ -24,11 +26,22 @@ from baselines.budget import (
     peak_rss_bytes,
     reset_peak_rss,
 )
-from baselines.costs import OpCost, macs_op_cost
+from baselines.costs import OpCost, macs_op_cost, table_op_cost
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
+from common.batching import SeededBatches
+from common.device import torch_device
+from common.fileio import atomic_path
 from search.base import Searcher, SearchResult, make_config
 from search.objectives import Objective
+from search.spec import RunSize, ScheduleCost, SearcherSpec
+
+STATE_NAME = "supernet_state.pt"  # the per-epoch checkpoint of a gradient search inside its checkpoint folder
+STATE_VERSION = 1
+# Time of one forward + backward pass of a supernet on one CPU core: a fixed part (thousands of small op
+# calls) plus a part per image and supernet MAC; CPU time measured on mbconv-tiny at batches 16 and 64.
+SECONDS_PER_PASS = 2.9
+SECONDS_PER_MAC = 4.2e-10
 
 
 def check_settings(config: Any, searcher: str, checks: dict[str, bool]) -> None:
@@ -55,13 +68,6 @@ def resolve_dataset(data: Any) -> Dataset:
     return data
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` as given, else CUDA when available, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def seed_everything(seed: int) -> None:
     """Seeds Python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -83,17 +89,15 @@ def split_halves(n: int, portion: float, seed: int) -> tuple[np.ndarray, np.ndar
     return order[:cut], order[cut:]
 
 
-def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, seed: int) -> DataLoader:
-    """A shuffling loader over ``indices`` whose order depends only on ``seed``."""
-    generator = torch.Generator().manual_seed(int(seed))
-    return DataLoader(Subset(dataset, list(map(int, indices))), batch_size=batch_size, shuffle=True,
-                      generator=generator, drop_last=len(indices) > batch_size)
+def make_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, seed: int) -> SeededBatches:
+    """Shuffled batches over ``indices`` whose order depends only on ``seed`` (and the pass)."""
+    return SeededBatches(dataset, indices, batch_size, seed)
 
 
 class Cycle:
     """A persistent iterator over a loader that starts a new pass when one ends (never a fresh ``iter`` per step)."""
 
-    def __init__(self, loader: DataLoader) -> None:
+    def __init__(self, loader: SeededBatches) -> None:
         self.loader = loader
         self._it: Iterator | None = None
 
@@ -136,19 +140,54 @@ class SupernetSearcher(Searcher):
             table, see ``baselines.costs.table_op_cost``); default: MACs.
         arch_cost: ``Arch -> cost`` in the same unit, for the fixed stem and head when a target is
             given (``LatencyTable.predict``); default: none (the fixed part counts as 0).
+        latency_table: a ``latency.LatencyTable`` giving both costs in ms (``table_op_cost``) when
+            ``op_cost`` is not given.
+        latency_target_ms: the run's latency target, used where the subclass says (``_run_target``).
         **settings: fields of the subclass's config dataclass.
     """
 
     config_cls: type
+    spec = SearcherSpec(needs_data=True, latency="table", resumable=True, emits="single")
+    seconds_per_pass: float = SECONDS_PER_PASS  # fixed time of one forward + backward of the supernet
+    seconds_per_mac: float = SECONDS_PER_MAC  # time of one image's forward + backward per supernet MAC
 
     def __init__(self, data: Any = None, op_cost: OpCost | None = None, arch_cost: Any = None,
-                 **settings: Any) -> None:
-        self.config = make_config(self.config_cls, self.name, settings)
+                 latency_table: Any = None, latency_target_ms: float | None = None, **settings: Any) -> None:
+        self.config = make_config(self.config_cls, self.name, self._run_target(settings, latency_target_ms))
         self.data = data
+        if latency_table is not None and op_cost is None:  # what `donna search` passes (SearcherSpec.latency)
+            op_cost, arch_cost = table_op_cost(latency_table)
         self.op_cost = op_cost
         self.arch_cost = arch_cost
         self.batch_size = self.config.batch_size  # the batch in use: the budget may lower it (see choose_batch)
         self.memory: dict[str, Any] | None = None  # budget, chosen batch and measured peak of the last search
+        self.checkpoint_dir: Path | None = None  # where the search saves its state after every epoch
+        self._identity: dict[str, Any] = {}  # what a saved state must match (set when a search starts)
+
+    @staticmethod
+    def _run_target(settings: dict[str, Any], latency_target_ms: float | None) -> dict[str, Any]:
+        """The settings, given the run's latency target (``latency_target_ms``); unused unless a subclass says."""
+        return settings
+
+    def cost(self, space: SearchSpace, size: RunSize) -> ScheduleCost:
+        """Epochs x steps of the schedule (at the configured batch) and a time from the supernet's MACs."""
+        plan = [(label, epochs, steps, passes) for label, epochs, steps, passes in self.epoch_plan(size.n_train)
+                if epochs > 0]
+        batch = int(self.config.batch_size)
+        step_passes = sum(epochs * steps * passes for _, epochs, steps, passes in plan)
+        work = " + ".join(f"{epochs} {label} epochs x {steps} steps" for label, epochs, steps, _ in plan)
+        seconds = step_passes * (self.seconds_per_pass + batch * supernet_macs(space) * self.seconds_per_mac)
+        return ScheduleCost(f"{work} of batch {batch}", seconds)
+
+    def epoch_plan(self, n_train: int) -> list[tuple[str, int, int, int]]:
+        """``(label, epochs, steps per epoch, forward-backward passes per step)`` of each stage of the schedule."""
+        raise NotImplementedError
+
+    def steps_per_epoch(self, n: int) -> int:
+        """Steps of an epoch over ``n`` samples at the configured batch (as ``make_loader`` and the cap give)."""
+        batch, cap = int(self.config.batch_size), self.config.max_steps_per_epoch
+        steps = n // batch if n > batch else 1
+        return min(steps, cap) if cap is not None else steps
 
     def settings(self) -> dict[str, Any]:
         """The config's fields; after a search also ``memory`` (budget, batch chosen, peak measured)."""
@@ -261,11 +300,10 @@ class SupernetSearcher(Searcher):
         if not isinstance(space, SearchSpace):
             raise ValueError(f"{self.name} searches a blocks.SearchSpace, got {type(space).__name__}")
         dataset = resolve_dataset(self.data)
-        if checkpoint_dir is not None:
-            warnings.warn(f"{self.name}: checkpoint/resume is not implemented for gradient searchers yet; "
-                          "the search runs from scratch and writes no checkpoint", stacklevel=3)
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self._identity = self._state_identity(space, len(dataset))
         seed_everything(self.config.seed)
-        device = resolve_device(self.config.device)
+        device = torch_device(self.config.device)
         if device.type == "cpu":
             limit_heap_retention()
         self.memory, self.batch_size = None, self.config.batch_size
@@ -282,6 +320,55 @@ class SupernetSearcher(Searcher):
         """The method itself: trains the supernet and returns the projected architecture and a history."""
         raise NotImplementedError
 
+    def _state_identity(self, space: SearchSpace, n_train: int) -> dict[str, Any]:
+        """What a saved state must match to be resumed: the searcher, its settings, the space, the data size."""
+        lower, upper = space.genome_bounds()
+        return json.loads(json.dumps({
+            "searcher": self.name, "settings": dataclasses.asdict(self.config), "n_train": int(n_train),
+            "space": {"name": space.name, "reference": space.reference().key, "bounds": [lower.tolist(),
+                                                                                           upper.tolist()]}}))
+
+    def _save_state(self, model: nn.Module, optimizers: Sequence[torch.optim.Optimizer],
+                    history: list[dict[str, Any]], extra: Mapping[str, Any] | None = None) -> None:
+        """Saves the supernet, the optimisers, the RNG and the history after an epoch (atomically; no-op
+        without a checkpoint folder). ``extra`` is the searcher's own JSON-ready state."""
+        if self.checkpoint_dir is None:
+            return
+        meta = {"version": STATE_VERSION, **self._identity, "history": history, "batch_size": self.batch_size,
+                "memory": self.memory, "extra": dict(extra or {})}
+        state = {"meta": json.dumps(meta), "model": model.state_dict(), "rng": torch.get_rng_state(),
+                 "optimizers": [opt.state_dict() for opt in optimizers]}
+        with atomic_path(self.checkpoint_dir / STATE_NAME) as tmp:
+            torch.save(state, tmp)
+
+    def _load_state(self, model: nn.Module, optimizers: Sequence[torch.optim.Optimizer],
+                    device: torch.device) -> dict[str, Any] | None:
+        """Restores what ``_save_state`` wrote (``None`` when there is nothing to resume); returns its metadata.
+
+        Ops removed before the save are removed again first, so the model has the saved shape.
+
+        Raises:
+            ValueError: the saved state belongs to another search (names the first field that differs).
+        """
+        path = None if self.checkpoint_dir is None else self.checkpoint_dir / STATE_NAME
+        if path is None or not path.is_file():
+            return None
+        state = torch.load(path, map_location=device, weights_only=True)
+        meta = json.loads(state["meta"])
+        for name, want in {"version": STATE_VERSION, **self._identity}.items():
+            if meta.get(name) != want:
+                raise ValueError(f"{path} belongs to another search (its {name} differ from this one's); resume "
+                                 "with the same settings, space and data, or delete the file to start afresh")
+        for name, module in model.named_modules():
+            if hasattr(module, "remove_ops") and f"{name}.alive" in state["model"]:
+                module.remove_ops(~state["model"][f"{name}.alive"].to(module.alive.device))
+        model.load_state_dict(state["model"])
+        for opt, saved in zip(optimizers, state["optimizers"]):
+            opt.load_state_dict(saved)
+        torch.set_rng_state(state["rng"].cpu())
+        self.batch_size, self.memory = int(meta["batch_size"]), meta["memory"]
+        return meta
+
     def _result(self, space: SearchSpace, arch: Arch, objectives: tuple[Objective, ...],
                 history: list[dict[str, Any]]) -> SearchResult:
         genome = space.encode(arch)[None, :]
@@ -292,6 +379,17 @@ class SupernetSearcher(Searcher):
             n_evaluations=1 if objectives else 0, searcher=self.name, settings=self.settings(),
             genomes=genome.astype(np.int64),
         )
+
+
+def supernet_macs(space: SearchSpace) -> float:
+    """MACs of one image through every op of the supernet at each slot's deepest option (the cost proxy)."""
+    cost = macs_op_cost(space)
+    total = 0.0
+    for i in range(space.num_slots):
+        options = space.options(i)
+        deepest = max(option.depth for option in options)
+        total += sum(cost(i, option) for option in options if option.depth == deepest)
+    return total
 
 
 @contextlib.contextmanager

@@ -67,17 +67,13 @@ def table_op_cost(table: Any) -> tuple[OpCost, Callable[[Any], float]]:
     """Costs in ms from a ``latency.LatencyTable``: ``(op_cost, arch_cost)``.
 
     ``op_cost`` is the table's entry for (slot, option) times the table's calibration scale;
-    ``arch_cost`` is ``table.predict``. Duck-typed: needs ``table.data["slots"]`` with ``options`` and
-    ``ms`` lists, ``table.calibration["scale"]`` and ``table.predict``.
+    ``arch_cost`` is ``table.predict``. Duck-typed: needs ``table.block_ms(slot, spec)`` (raising
+    ``ValueError`` for a block not in the table), ``table.calibration.scale`` and ``table.predict``.
     """
-    by_key = [dict(zip(s["options"], s["ms"])) for s in table.data["slots"]]
-    scale = float(table.calibration.get("scale", 1.0))
+    scale = float(table.calibration.scale)
 
     def cost(i: int, spec: BlockSpec) -> float:
-        ms = by_key[i].get(str(spec))
-        if ms is None:
-            raise ValueError(f"slot {i}: block {spec} is not in the latency table; build the table for this space")
-        return scale * float(ms)
+        return scale * float(table.block_ms(i, spec))
 
     return cost, table.predict
 

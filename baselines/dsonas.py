@@ -14,6 +14,8 @@ for ``memory_gb`` (``baselines.budget``).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,10 @@ from baselines.sparsify import StagedSparsification
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
 from search.registry import register_searcher
+from search.spec import Schedule
+
+QUICK = {"pretrain_epochs": 1, "search_epochs": 2, "prune_every": 1, "batch_size": 16, "max_steps_per_epoch": 6,
+         "sparsify_stages": 4}  # the "quick" schedule
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,18 @@ class DSONASSearcher(SupernetSearcher):
 
     name = "dso-nas"
     config_cls = DSONASConfig
+    spec = dataclasses.replace(SupernetSearcher.spec, schedules={
+        "paper": Schedule({}, "the official CIFAR code: 120 pretrain + 120 search epochs at batch 128"),
+        "quick": Schedule(QUICK, "minutes on the embedded default (glyphs, mbconv-tiny) on a CPU core"),
+    })
+    seconds_per_mac = 8.5e-10  # all channels through every op (partial_k=1): about twice PC-DARTS's, measured
+
+    def epoch_plan(self, n_train: int) -> list[tuple[str, int, int, int]]:
+        cfg = self.config
+        half = self.steps_per_epoch(int(math.floor(cfg.train_portion * n_train)))
+        return [("pretrain", cfg.pretrain_epochs, self.steps_per_epoch(n_train), 1),
+                ("search", cfg.search_epochs, half, 2),
+                ("sparsify (at most)", cfg.sparsify_stages * cfg.stage_epochs, half, 2)]
 
     def build(self, space: SearchSpace, device: torch.device) -> tuple[DSONASNet, torch.optim.Optimizer, APGNAG,
                                                                       list[np.ndarray], list[torch.Tensor], str]:
@@ -184,33 +202,47 @@ class DSONASSearcher(SupernetSearcher):
              progress: bool) -> tuple[Arch, list[dict[str, Any]]]:
         cfg = self.config
         model, w_opt, l_opt, block_costs, gammas, unit = self.build(space, device)
-        self.batch_size = self.choose_batch(model, model.phases(), dataset[0][0], device)
-        everything = np.arange(len(dataset))
+        saved = self._load_state(model, (w_opt, l_opt), device)  # a killed search continues after its last epoch
+        if saved is None:
+            self.batch_size = self.choose_batch(model, model.phases(), dataset[0][0], device)
         halves = split_halves(len(dataset), cfg.train_portion, cfg.seed)
-        history: list[dict[str, Any]] = []
-        steps, removed = 0, 0
-        total = cfg.pretrain_epochs + cfg.search_epochs
-        bar = tqdm(total=total, desc="dso-nas search", unit="epoch", disable=not progress)
-        for epoch in range(cfg.pretrain_epochs):
-            stats = self._pretrain_epoch(model, dataset, everything, epoch, w_opt, device)
-            steps += stats.pop("steps")
-            history.append(history_entry(epoch + 1, steps, stage="pretrain", **stats))
-            bar.update(1)
-        for epoch in range(cfg.search_epochs):
-            stats = self._search_epoch(model, dataset, halves, cfg.pretrain_epochs + epoch, (w_opt, l_opt), device)
-            steps += stats.pop("steps")
-            if (epoch + 1) % cfg.prune_every == 0 or epoch + 1 == cfg.search_epochs:
-                removed += model.prune()
-                model.mask_removed(l_opt)
-            history.append(history_entry(cfg.pretrain_epochs + epoch + 1, steps, stage="search",
-                                         removed_ops=removed, **stats, **self._sparsity(model)))
-            bar.update(1)
-        bar.close()
+        history: list[dict[str, Any]] = list(saved["history"]) if saved else []
+        extra = dict(saved["extra"]) if saved else {}
+        self._train(model, dataset, halves, (w_opt, l_opt), device, history, extra, progress)
         stages = StagedSparsification(list(model.lambdas), gammas, cfg.sparsify_growth)
+        if "sparsify" in extra:
+            stages.restore(extra["sparsify"])
         if cfg.sparsify_stages:
-            self._sparsify(model, dataset, halves, (w_opt, l_opt), stages, device, history, progress)
+            self._sparsify(model, dataset, halves, (w_opt, l_opt), stages, device, history, progress, extra)
         removed = sum(int((~layer.alive).sum()) for layer in model.net.mixed_layers())
         return self._finish(space, model, block_costs, gammas, unit, removed, stages), history
+
+    def _train(self, model: DSONASNet, dataset: Dataset, halves: tuple[np.ndarray, np.ndarray],
+               opts: tuple[torch.optim.Optimizer, APGNAG], device: torch.device, history: list[dict[str, Any]],
+               extra: dict[str, Any], progress: bool) -> None:
+        """Stages 1 and 2 (pretrain, search), from the epoch after the last one in ``history``; saves each epoch."""
+        cfg = self.config
+        steps = int(history[-1]["evaluations"]) if history else 0
+        total = cfg.pretrain_epochs + cfg.search_epochs
+        bar = tqdm(total=total, initial=min(len(history), total), desc="dso-nas search", unit="epoch",
+                   disable=not progress)
+        for epoch in range(len(history), cfg.pretrain_epochs):
+            stats = self._pretrain_epoch(model, dataset, np.arange(len(dataset)), epoch, opts[0], device)
+            steps += stats.pop("steps")
+            history.append(history_entry(epoch + 1, steps, stage="pretrain", **stats))
+            self._save_state(model, opts, history, extra)
+            bar.update(1)
+        for epoch in range(len(history) - cfg.pretrain_epochs, cfg.search_epochs):
+            stats = self._search_epoch(model, dataset, halves, cfg.pretrain_epochs + epoch, opts, device)
+            steps += stats.pop("steps")
+            if (epoch + 1) % cfg.prune_every == 0 or epoch + 1 == cfg.search_epochs:
+                extra["removed"] = extra.get("removed", 0) + model.prune()
+                model.mask_removed(opts[1])
+            history.append(history_entry(cfg.pretrain_epochs + epoch + 1, steps, stage="search",
+                                         removed_ops=extra.get("removed", 0), **stats, **self._sparsity(model)))
+            self._save_state(model, opts, history, extra)
+            bar.update(1)
+        bar.close()
 
     def _stage_steps(self, n_weight_half: int) -> int:
         """Lambda steps in one sparsification stage."""
@@ -221,14 +253,21 @@ class DSONASSearcher(SupernetSearcher):
 
     def _sparsify(self, model: DSONASNet, dataset: Dataset, halves: tuple[np.ndarray, np.ndarray],
                   opts: tuple[torch.optim.Optimizer, APGNAG], stages: StagedSparsification, device: torch.device,
-                  history: list[dict[str, Any]], progress: bool) -> None:
-        """Stages of rising gamma (``baselines.sparsify``) until one op per slot survives; paths go as they hit 0."""
+                  history: list[dict[str, Any]], progress: bool, extra: dict[str, Any]) -> None:
+        """Stages of rising gamma (``baselines.sparsify``) until one op per slot survives; paths go as they hit 0.
+
+        Continues after the last stage recorded in ``stages`` (a resumed search); saves after each stage.
+        """
         cfg = self.config
         n_steps = self._stage_steps(len(halves[0]))
-        first = stages.first_exponent(n_steps, self.lambda_lr, cfg.lambda_momentum)
-        epoch, steps = len(history), int(history[-1]["evaluations"]) if history else 0
-        bar = tqdm(total=cfg.sparsify_stages, desc="dso-nas sparsify", unit="stage", disable=not progress)
-        for stage in range(1, cfg.sparsify_stages + 1):
+        first = extra.get("sparsify", {}).get("first")
+        if first is None:
+            first = stages.first_exponent(n_steps, self.lambda_lr, cfg.lambda_momentum)
+        epoch, steps = (int(history[-1]["generation"]), int(history[-1]["evaluations"])) if history else (0, 0)
+        done = len(stages.path)
+        bar = tqdm(total=cfg.sparsify_stages, initial=done, desc="dso-nas sparsify", unit="stage",
+                   disable=not progress)
+        for stage in range(done + 1, cfg.sparsify_stages + 1):
             if stages.done:
                 break
             factor = cfg.sparsify_growth ** (first + stage - 1)
@@ -240,6 +279,8 @@ class DSONASSearcher(SupernetSearcher):
             entry = stages.record(stage, factor, cfg.gamma, steps)
             history.append(history_entry(epoch, steps, stage="sparsify", gamma=entry["gamma"],
                                          decided_slots=len(entry["decided"]), **stats, **self._sparsity(model)))
+            extra["sparsify"] = {"first": first, **stages.state()}
+            self._save_state(model, opts, history, extra)
             bar.update(1)
         bar.close()
 

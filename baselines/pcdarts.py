@@ -12,6 +12,7 @@ opt-in extension, off by default.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ from baselines.project import ADAPTATION_PCDARTS, project_pcdarts
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
 from search.registry import register_searcher
+from search.spec import Schedule
+
+QUICK = {"epochs": 4, "warmup_epochs": 1, "batch_size": 32, "max_steps_per_epoch": 10}  # the "quick" schedule
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,22 @@ class PCDartsSearcher(SupernetSearcher):
 
     name = "pc-darts"
     config_cls = PCDartsConfig
+    spec = dataclasses.replace(SupernetSearcher.spec, schedules={
+        "paper": Schedule({}, "the paper's CIFAR-10 search: 50 epochs (15 warm-up) at batch 256"),
+        "quick": Schedule(QUICK, "minutes on the embedded default (glyphs, mbconv-tiny) on a CPU core"),
+    })
+
+    @staticmethod
+    def _run_target(settings: dict[str, Any], latency_target_ms: float | None) -> dict[str, Any]:
+        """With the opt-in latency penalty on and no ``target_ms`` of its own, the run's target is the target."""
+        if settings.get("latency_weight", 0) > 0 and "target_ms" not in settings and latency_target_ms is not None:
+            return {**settings, "target_ms": latency_target_ms}
+        return settings
+
+    def epoch_plan(self, n_train: int) -> list[tuple[str, int, int, int]]:
+        cfg = self.config
+        steps = self.steps_per_epoch(int(math.floor(cfg.train_portion * n_train)))
+        return [("warm-up", cfg.warmup_epochs, steps, 1), ("search", cfg.epochs - cfg.warmup_epochs, steps, 2)]
 
     def _penalty_setup(self, space: SearchSpace, model: PCDartsNet, device: torch.device) -> dict[str, Any] | None:
         cfg = self.config
@@ -184,12 +204,15 @@ class PCDartsSearcher(SupernetSearcher):
              progress: bool) -> tuple[Arch, list[dict[str, Any]]]:
         cfg = self.config
         model, w_opt, a_opt = self.build(space, device)
-        self.batch_size = self.choose_batch(model, model.phases(), dataset[0][0], device)
+        saved = self._load_state(model, (w_opt, a_opt), device)  # a killed search continues after its last epoch
+        if saved is None:
+            self.batch_size = self.choose_batch(model, model.phases(), dataset[0][0], device)
         w_idx, a_idx = split_halves(len(dataset), cfg.train_portion, cfg.seed)
         penalty = self._penalty_setup(space, model, device)
-        history: list[dict[str, Any]] = []
-        steps = 0
-        for epoch in tqdm(range(cfg.epochs), desc="pc-darts search", unit="epoch", disable=not progress):
+        history: list[dict[str, Any]] = list(saved["history"]) if saved else []
+        steps = int(history[-1]["evaluations"]) if history else 0
+        for epoch in tqdm(range(len(history), cfg.epochs), initial=len(history), total=cfg.epochs,
+                          desc="pc-darts search", unit="epoch", disable=not progress):
             lr = cfg.w_lr_min + 0.5 * (cfg.w_lr - cfg.w_lr_min) * (1 + math.cos(math.pi * epoch / cfg.epochs))
             for group in w_opt.param_groups:
                 group["lr"] = lr
@@ -198,6 +221,7 @@ class PCDartsSearcher(SupernetSearcher):
             arch, _ = project_pcdarts(space, *self._arch_arrays(model))
             history.append(history_entry(epoch + 1, steps, lr=lr, arch=arch.to_string(), **stats,
                                          **alpha_spread(model)))
+            self._save_state(model, (w_opt, a_opt), history)
         return self._finish(space, model, penalty, history)
 
     def _epoch(self, model: PCDartsNet, dataset: Dataset, halves: tuple[np.ndarray, np.ndarray], epoch: int,

@@ -123,6 +123,19 @@ class StagedSparsification:
         self.path.append(entry)
         return entry
 
+    def state(self) -> dict[str, Any]:
+        """The stages' own state, JSON-ready (the lambdas live in the model): what ``restore`` reads back."""
+        return {"decided": {str(k): v for k, v in self.decided.items()}, "scale": list(self.scale),
+                "backoffs": list(self.backoffs), "ties": {str(k): list(v) for k, v in self.ties.items()},
+                "path": self.path}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continues the stages saved by ``state`` (of a search over the same lambdas)."""
+        self.decided = {int(k): v for k, v in state["decided"].items()}
+        self.scale, self.backoffs = list(state["scale"]), list(state["backoffs"])
+        self.ties = {int(k): list(v) for k, v in state["ties"].items()}
+        self.path = list(state["path"])
+
     def decided_by(self, slot: int) -> str:
         """How the slot's op was decided."""
         return self.decided.get(slot, UNDECIDED)

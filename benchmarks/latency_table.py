@@ -44,9 +44,9 @@ def report(table, noise: list[dict], seconds: float) -> None:
     gap = max(r["gap"] for r in noise)
     ok = {"within_10": v["within_10"] >= TARGETS["within_10"], "within_5": v["within_5"] >= TARGETS["within_5"],
           "rmspe": v["rmspe"] <= TARGETS["rmspe"], "two_process": gap <= TARGETS["two_process"]}
-    print(f"\nlatency table: device {table.device}, space {table.data['space']}, built in {seconds / 60:.1f} min")
-    print(f"calibration on {cal['n']} architectures: measured ~ {cal['intercept_ms']:+.4f} ms + "
-          f"{cal['scale']:.4f} x sum of parts")
+    print(f"\nlatency table: device {table.device}, space {table.space_name}, built in {seconds / 60:.1f} min")
+    print(f"calibration on {cal.n} architectures: measured ~ {cal.intercept_ms:+.4f} ms + "
+          f"{cal.scale:.4f} x sum of parts")
     print(f"{'metric (held-out n=' + str(v['n']) + ')':<34} {'calibrated':>11} {'raw sum':>9} {'target':>9}  met")
     print(f"{'RMSPE':<34} {v['rmspe']:>11.2%} {u['rmspe']:>9.2%} {'<= 3%':>9}  {ok['rmspe']}")
     print(f"{'within +-5%':<34} {v['within_5']:>11.1%} {u['within_5']:>9.1%} {'>= 90%':>9}  {ok['within_5']}")

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from baselines.memory import SavedBytes, saved_bytes  # noqa: E402
 from baselines.pcdarts import PCDartsNet  # noqa: E402
 from blocks import get_space  # noqa: E402
-from blocks.fileio import atomic_write_text  # noqa: E402
+from common.fileio import atomic_write_text  # noqa: E402
 
 MIB = 2 ** 20
 

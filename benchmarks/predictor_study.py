@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from blocks import Arch, SearchSpace  # noqa: E402
-from blocks.fileio import atomic_path  # noqa: E402
+from common.fileio import atomic_path  # noqa: E402
 from donna.config import DataConfig, TeacherConfig, section_from_dict  # noqa: E402
 from donna.data import load_data  # noqa: E402
 from donna.labels import LabelConfig, label_one  # noqa: E402

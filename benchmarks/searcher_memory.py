@@ -133,7 +133,7 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
     if args.out is not None:
-        from blocks.fileio import atomic_write_text
+        from common.fileio import atomic_write_text
 
         atomic_write_text(args.out, json.dumps(rows, indent=2))
 

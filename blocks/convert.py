@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blocks.fileio import atomic_write_text
 from blocks.ir import KNOBS, SCHEMA_VERSION, Arch, BlockSpec, HeadSpec, _check_keys
+from common.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from blocks.spaces import SearchSpace

@@ -1,4 +1,9 @@
-"""The architecture IR: frozen dataclasses that every searcher returns and every stage consumes."""
+"""The architecture IR: frozen dataclasses that every searcher returns and every stage consumes.
+
+One network has one ``arch.key``: a ``BlockSpec`` refuses a knob its block type ignores unless the knob
+holds its neutral value (``UNUSED_KNOBS``: a depthwise-separable ``ds`` block has no expansion, a plain
+``conv`` layer has neither expansion nor squeeze-and-excitation), so no two specs build the same layers.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ BLOCK_TYPES = ("ir", "fir", "ds", "conv")  # inverted residual, fused IR, depthw
 ACTIVATIONS = ("relu", "relu6", "swish", "hswish")
 STRIDES = (1, 2)
 KNOBS = ("type", "kernel", "expansion", "depth", "se", "act")  # the searchable fields, in genome order
+# Knobs a block type ignores, with the one (neutral) value each must hold there; see the module docstring.
+UNUSED_KNOBS: dict[str, dict[str, int | float]] = {"ds": {"expansion": 1}, "conv": {"expansion": 1, "se": 0.0}}
 
 
 def _fail(field_name: str, value: Any, allowed: str, where: str) -> None:
@@ -62,9 +69,9 @@ class BlockSpec:
     kernel: int  # spatial kernel size of the (depthwise) conv
     stride: int  # stride of the first layer
     out_channels: int  # output channels (the block's width)
-    expansion: int | float = 1  # hidden width = expansion * input channels (ir, fir)
+    expansion: int | float = 1  # hidden width = expansion * input channels (ir, fir; 1 elsewhere)
     depth: int = 1  # number of layers in the block
-    se: float = 0.0  # squeeze-and-excitation ratio of the block input channels; 0 = off
+    se: float = 0.0  # squeeze-and-excitation ratio of the block input channels; 0 = off (always 0 for conv)
     act: str = "relu"  # activation, one of ACTIVATIONS
 
     def __post_init__(self) -> None:
@@ -91,6 +98,10 @@ class BlockSpec:
             _fail("act", self.act, ", ".join(ACTIVATIONS), where)
         object.__setattr__(self, "expansion", expansion)
         object.__setattr__(self, "se", se)
+        for knob, neutral in UNUSED_KNOBS.get(self.type, {}).items():
+            if getattr(self, knob) != neutral:
+                raise ValueError(f"{where}: {knob} {getattr(self, knob)!r} has no effect on a {self.type!r} block; "
+                                 f"use {knob} {neutral} (blocks.ir.UNUSED_KNOBS), so one network has one key")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of this block."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from blocks.convert import arch_to_genome, genome_to_arch
-from blocks.ir import KNOBS, Arch, BlockSpec, HeadSpec, _check_keys
+from blocks.ir import KNOBS, UNUSED_KNOBS, Arch, BlockSpec, HeadSpec, _check_keys
 
 
 def conv_out(size: int, stride: int) -> int:
@@ -195,11 +195,22 @@ class SearchSpace:
             normalised = {k: tuple(_normalise(k, v) for v in choices[k]) for k in KNOBS}
             slots.append(SlotSpace(stride=raw["stride"], out_channels=raw["out_channels"], choices=normalised))
             slots[-1].block(**{k: v[0] for k, v in normalised.items()})  # validates the slot's values
+            _check_unused_knobs(normalised, f"space {name!r} slot {i}")
         return cls(name=name, input_size=data["input_size"], in_channels=data.get("in_channels", 3),
                    num_classes=data["num_classes"],
                    stem=tuple(BlockSpec.from_dict(b, f"space {name!r} stem") for b in data["stem"]),
                    slots=tuple(slots), head=HeadSpec.from_dict(data["head"]),
                    description=data.get("description", ""))
+
+
+def _check_unused_knobs(choices: dict[str, tuple], where: str) -> None:
+    """Refuses choices that pair a block type with other values of a knob it ignores (two genomes, one network)."""
+    for block_type in choices["type"]:
+        for knob, neutral in UNUSED_KNOBS.get(block_type, {}).items():
+            if any(value != neutral for value in choices[knob]):
+                raise ValueError(f"{where}: type {block_type!r} ignores {knob}, but the {knob} choices are "
+                                 f"{list(choices[knob])}; give {block_type!r} a slot whose {knob} choices are "
+                                 f"[{neutral}] (blocks.ir.UNUSED_KNOBS)")
 
 
 def _normalise(knob: str, value: Any) -> Any:

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 
 from blocks import Arch, ArchNet, SearchSpace, get_space
 from blocks.teachers import TeacherParts
+from common.batching import batches
 from donna.bkd import BlockLibrary
-from donna.data import batches
 from donna.train import evaluate  # noqa: F401  (re-exported: assemble, then evaluate)
 
 

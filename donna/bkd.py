@@ -25,11 +25,12 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from blocks import BlockSpec, SearchSpace, init_weights
-from blocks.fileio import atomic_save
 from blocks.teachers import TeacherParts
+from common.batching import batches
+from common.device import set_threads, torch_device, torch_threads
+from common.fileio import atomic_save
 from donna.config import BKDConfig
-from donna.data import DataSplits, TensorSplit, batches, shifted_copy
-from donna.device import pick_device, set_threads, torch_threads
+from donna.data import DataSplits, TensorSplit, shifted_copy
 from donna.executor import Job, get_executor
 from donna.nested_supernet import OptionBank, SlotSupernet, make_slot_module
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
@@ -199,7 +200,7 @@ def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list
                       teacher_block: torch.nn.Module | None = None) -> dict[str, Any]:
     """Job: trains one slot from cached teacher features; epoch e uses ``views[e % len(views)]`` (input, target)."""
     set_threads(cfg.threads)
-    trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, pick_device(cfg.train_device), teacher_block)
+    trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, torch_device(cfg.train_device), teacher_block)
     n, bs = len(views[0][0]), cfg.batch_size
     stop = n - n % bs if n >= bs else n
     steps = math.ceil(stop / bs)
@@ -227,7 +228,7 @@ def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherPa
                           step_callback: StepCallback | None = None) -> list[dict[str, Any]]:
     """Job: trains ``slots`` together, one teacher forward per batch feeding every slot (large data sets)."""
     set_threads(cfg.threads)
-    device, run = pick_device(cfg.train_device), RunFolder(workdir)
+    device, run = torch_device(cfg.train_device), RunFolder(workdir)
     trainers = [SlotTrainer(cfg, space, s, run, fps[s], device, teacher.blocks[s]) for s in slots]
     teacher = teacher.to(device).eval()
     for epoch in tqdm(range(min(t.epoch for t in trainers), cfg.epochs), desc="bkd (streamed)",
@@ -270,7 +271,7 @@ def run_bkd(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: Dat
     Raises:
         ValueError: the run folder holds a library made with other settings.
     """
-    run, device = RunFolder(workdir), pick_device(cfg.train_device)
+    run, device = RunFolder(workdir), torch_device(cfg.train_device)
     fps = slot_fingerprints(cfg.fingerprint(), space, teacher, data)
     pending = [s for s in range(space.num_slots) if not _slot_done(run, s, fps[s])]
     save_config(workdir, "bkd", cfg)

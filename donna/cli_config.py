@@ -129,16 +129,24 @@ def searcher_options(pairs: list[str], searcher: str | None = None, base: dict[s
     return options
 
 
+def searcher_name(text: str) -> str:
+    """An argparse ``type``: a known searcher (``list_searchers()``, plug-ins included), not imported yet."""
+    from search import check_searcher
+
+    try:
+        check_searcher(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def _searcher_config_class(searcher: str) -> type | None:
     """The settings dataclass of a registered searcher (``None`` when it has none to check against)."""
     import dataclasses
 
-    from search import create_searcher, list_searchers
+    from search import check_searcher, create_searcher
 
-    if searcher not in list_searchers():
-        import baselines  # noqa: F401  (registers pc-darts and dso-nas, as donna.search_stage does)
-    if searcher not in list_searchers():
-        raise ValueError(f"unknown searcher {searcher!r}; known searchers: {', '.join(list_searchers())}")
+    check_searcher(searcher)
     try:
         config = create_searcher(searcher).config
     except (TypeError, ValueError, AttributeError):  # a searcher that needs arguments to exist: checked later
@@ -477,7 +485,6 @@ def _add_aliases(parser: argparse.ArgumentParser, name: str, command: Command) -
 
 def searcher_help() -> str:
     """Every registered searcher with its settings and their defaults (from the searcher's config dataclass)."""
-    import baselines  # noqa: F401  (registers pc-darts and dso-nas, as donna.search_stage does)
     from search import list_searchers
 
     parts = []
@@ -524,25 +531,35 @@ def tree_from_args(args: argparse.Namespace, name: str, base: DonnaConfig) -> Do
         fields.update({k.partition(".")[2]: v for k, v in values.items() if k.startswith(section + ".")})
         sections[section] = fields
     if "search" in command.sections:
-        settings = {**sections["search"]["settings"], **searcher}
-        chosen = sections["search"]["searcher"]
-        settings.update(searcher_options(searcher_pairs, chosen, {**settings, "seed": top.get("seed", base.seed)}))
-        sections["search"]["settings"] = _checked_settings(chosen, settings, top.get("seed", base.seed))
+        sections["search"]["settings"] = _search_settings(sections["search"], searcher, searcher_pairs,
+                                                          top.get("seed", base.seed))
     keep = {f.name: getattr(base, f.name) for f in dataclasses.fields(DonnaConfig) if f.name not in SECTIONS}
     return DonnaConfig(**{**keep, **top}, **{s: section_from_dict(_section_class(s), v) for s, v in sections.items()})
 
 
-def _checked_settings(searcher: str, settings: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The searcher's settings, checked against its config (``seed`` is the run's: use ``--seed``)."""
+def _search_settings(search: dict[str, Any], flags: dict[str, Any], pairs: list[str], seed: int) -> dict[str, Any]:
+    """The searcher's own settings: the base's, then ``--pop-size`` / ``--generations``, then ``--set KEY=VALUE``;
+    each typed against the searcher's config, then checked with its schedule preset by building it once.
+
+    Raises:
+        ValueError: a setting the searcher does not have, a wrong type or range, or ``seed`` (the run's).
+    """
+    from donna.search_stage import searcher_plan
+    from search import searcher_spec
+
+    searcher, run_settings = search["searcher"], searcher_spec(search["searcher"]).run_settings
+    flags = {k: v for k, v in flags.items() if k in run_settings}  # --pop-size: searchers that take one, as before
+    settings = {**search["settings"], **flags}
+    settings.update(searcher_options(pairs, searcher, {**settings, "seed": seed}))
     if "seed" in settings:
         raise ValueError("--set seed: the searcher's seed is the run's one seed; use --seed")
     config_cls = _searcher_config_class(searcher) if settings else None
-    unknown = sorted(set(settings) - set(typing.get_type_hints(config_cls))) if config_cls else []
+    hints = typing.get_type_hints(config_cls) if config_cls else {}
+    unknown = sorted(set(settings) - set(hints)) if config_cls else []
     if unknown:
         raise ValueError(f"{unknown[0]} is not a setting of searcher {searcher!r} (--{unknown[0].replace('_', '-')} "
-                         f"or --set {unknown[0]}=...); its settings: {', '.join(typing.get_type_hints(config_cls))}")
-    if config_cls is not None:
-        _check_searcher_settings(searcher, {}, {**settings, "seed": seed})
+                         f"or --set {unknown[0]}=...); its settings: {', '.join(hints)}")
+    searcher_plan(section_from_dict(SearchConfig, {**search, "settings": settings, "seed": seed}))
     return settings
 
 
@@ -633,17 +650,6 @@ def import_plugins(modules: list[str]) -> None:
         except ImportError as err:
             raise ValueError(f"--plugin {module}: cannot import it ({err}); pass an importable module that "
                              "registers data sets or searchers (on PYTHONPATH)") from None
-
-
-def searcher_name(text: str) -> str:
-    """An argparse ``type``: a registered searcher (after ``--plugin`` modules are imported)."""
-    from search import list_searchers
-
-    if text not in list_searchers():
-        import baselines  # noqa: F401  (registers pc-darts and dso-nas)
-    if text not in list_searchers():
-        raise argparse.ArgumentTypeError(f"unknown searcher {text!r}; known searchers: {', '.join(list_searchers())}")
-    return text
 
 
 def plugin_module(text: str) -> str:

@@ -94,7 +94,7 @@ class TeacherConfig(_Section):
     # .pt checkpoint, preset name, architecture string or IR .json file
     weights: str | None = _meta(None, flag="--teacher-weights")  # weights file of a torchvision teacher (never
     # downloaded)
-    epochs: int = _meta(6, ge=1)  # epochs when the teacher is trained here
+    epochs: int = _meta(4, ge=1)  # epochs when the teacher is trained here
     lr: float = _meta(4e-3, gt=0.0)  # peak learning rate (AdamW, warm-up then cosine)
     weight_decay: float = _meta(5e-4, ge=0.0)  # AdamW weight decay
     batch_size: int = _meta(64, ge=1)  # training batch size
@@ -116,7 +116,7 @@ class BKDConfig(_Section):
     # (largest + smallest + random) or uniform (one)
     random_per_step: int = _meta(2, ge=0)  # sandwich: uniformly sampled options trained beside the largest and the
     # smallest
-    epochs: int = _meta(4, ge=1)  # passes over the training split (DNA: 20 per stage on ImageNet)
+    epochs: int = _meta(2, ge=1)  # passes over the training split (DNA: 20 per stage on ImageNet)
     lr: float = _meta(3e-3, gt=0.0)  # Adam learning rate (DNA: 2e-3 to 5e-3)
     weight_decay: float = _meta(1e-4, ge=0.0)  # Adam (L2) weight decay, as DNA
     lr_decay: float = _meta(0.9, gt=0.0, le=1.0)  # learning rate factor applied after every epoch, as DNA
@@ -203,6 +203,9 @@ class SearchConfig(_Section):
     target_ms: float | None = _meta(1.0, gt=0.0, flag="--target-ms")  # latency budget the selected architecture must
     # meet when measured; None (donna run): the 30th percentile of the table's latency over the space
     searcher: str = _meta("nsga2", kind="searcher")  # registered searcher: nsga2, random, exact, pc-darts, dso-nas
+    # (list_searchers())
+    schedule: str = "paper"  # the searcher's schedule preset: paper (published) or quick (minutes on 2 CPU cores);
+    # printed with its cost before the search
     settings: dict[str, Any] = _meta(default_factory=dict, kind="searcher_settings")  # the searcher's own settings
     # (its config dataclass), e.g. {"pop_size": 100}; unset ones keep the searcher's defaults
     name: str | None = _meta(None, kind="name")  # output folder search/<name>; default: the searcher's name

@@ -1,4 +1,4 @@
-"""Data sets for DONNA: one registry (digits, cifar10, imagefolder:PATH), seeded stratified splits, batching.
+"""Data sets for DONNA: one registry (digits, cifar10, imagefolder:PATH), seeded stratified splits.
 
 The val split scores blocks and labels the predictor; the test split is never used for any choice.
 """
@@ -6,7 +6,7 @@ The val split scores blocks and labels the predictor; the test split is never us
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
-from blocks import Registry
+from common.registry import Registry
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -133,22 +133,6 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int
         remaining -= frac
         parts.append(np.sort(part))
     return [np.sort(rest), *parts]
-
-
-def batches(split: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0,
-            device: torch.device | str = "cpu", drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yields ``(images, labels)`` batches on ``device``; a shuffled order depends on ``seed`` only."""
-    n = len(split)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    if isinstance(split, TensorSplit):
-        for start in range(0, stop, batch_size):
-            x, y = split.get_batch(order[start:start + batch_size])
-            yield x.to(device), y.to(device)
-        return
-    loader = DataLoader(Subset(split, order[:stop].tolist()), batch_size=batch_size, shuffle=False)
-    for x, y in loader:
-        yield x.to(device), torch.as_tensor(y).long().to(device)
 
 
 # ---- the registry ----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolE
 from dataclasses import dataclass, field
 from typing import Any
 
-from blocks import Registry
+from common.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import pandas as pd
 import torch
 
 from blocks import Arch, SearchSpace, count_params_macs
-from blocks.fileio import atomic_save, atomic_write_text
 from blocks.teachers import TeacherParts
+from common.device import torch_device
+from common.fileio import atomic_save, atomic_write_text
 from donna.config import DataConfig, FinetuneConfig, TeacherConfig, section_from_dict
 from donna.data import DataSplits, load_data
-from donna.device import pick_device
 from donna.runfolder import FinetuneFolder, RunFolder, fingerprint, read_json, save_config, write_json
 from donna.search_stage import run_space
 from donna.train import TrainHistory, evaluate, predict_logits, train
@@ -81,7 +81,7 @@ def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSpl
     """Assembles (or initialises) ``arch`` and finetunes it, checkpointing every epoch in ``out``."""
     from tqdm.auto import tqdm
 
-    device = pick_device(cfg.train_device)
+    device = torch_device(cfg.train_device)
     model = _initial_model(arch, cfg, workdir, teacher, space, data).to(device)
     logits = predict_logits(teacher, data.train, device=device) if cfg.kd_weight > 0 else None
     bar = tqdm(total=cfg.epochs, desc=f"finetune {arch.key}", disable=not progress)
@@ -139,7 +139,7 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
         return {**done, "out": str(out), "skipped": True}  # finished with these inputs: nothing is redone
     unreachable = unreachable_reason(cfg.latency_device)  # checked before training: a profile typo fails now
     start = time.perf_counter()
-    device = pick_device(cfg.train_device)
+    device = torch_device(cfg.train_device)
     model, history = finetune_model(arch, cfg, workdir, data, teacher, space, out, progress)
     seconds = time.perf_counter() - start
     atomic_save(folder.model_pt, lambda p: torch.save(model.state_dict(), p))

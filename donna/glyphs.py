@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from blocks.fileio import atomic_save
+from common.fileio import atomic_save
 
 GLYPH_FORMAT = 4  # bump when the generator changes: the cache key includes it
 CHARACTERS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -16,11 +16,11 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from blocks import Arch, SearchSpace, build_model, count_params_macs
-from blocks.fileio import atomic_path
 from blocks.teachers import TeacherParts
+from common.device import torch_device
+from common.fileio import atomic_path
 from donna.config import SAMPLINGS, LabelConfig  # noqa: F401  (LabelConfig: imported from here by callers)
 from donna.data import DataSplits, subset
-from donna.device import pick_device
 from donna.executor import Job, get_executor
 from donna.nsr import arch_nsr
 from donna.predictor import nsr_columns, nsr_lookup
@@ -79,7 +79,7 @@ def label_one(arch: Arch, cfg: LabelConfig, workdir: Path, space: SearchSpace, t
     """Assembles ``arch`` from BKD weights, recalibrates it, finetunes it briefly, returns its label row."""
     from donna.assemble import assemble_recalibrated
 
-    device = pick_device(cfg.train_device)
+    device = torch_device(cfg.train_device)
     train_set, _ = train_subset(data, cfg.train_samples, cfg.seed)
     model = assemble_recalibrated(arch, workdir, teacher, data.train, space=space, mode=cfg.recalibrate,
                                   num_batches=cfg.recal_batches, seed=cfg.seed)
@@ -107,7 +107,7 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
     archs = sample_archs(space, nsr_table, cfg)
     todo = [a for a in archs if a.key not in set(done.get("key", []))]
     train_set, _ = train_subset(data, cfg.train_samples, cfg.seed)
-    logits = predict_logits(teacher, train_set, device=pick_device(cfg.train_device)) if todo else None
+    logits = predict_logits(teacher, train_set, device=torch_device(cfg.train_device)) if todo else None
     rows = done.to_dict("records")
     order = {a.key: i for i, a in enumerate(archs)}
     bar = tqdm(total=len(archs), initial=len(archs) - len(todo), desc="labels", disable=not progress)

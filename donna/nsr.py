@@ -17,13 +17,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from blocks import Arch, SearchSpace, count_macs
-from blocks.fileio import atomic_path, atomic_save
 from blocks.teachers import TeacherParts
+from common.device import set_threads, torch_device, torch_threads
+from common.fileio import atomic_path, atomic_save
 from donna.assemble import recalibrate_bn
 from donna.bkd import BlockLibrary, compute_features
 from donna.config import ScoreConfig
 from donna.data import DataSplits, subset
-from donna.device import pick_device, set_threads, torch_threads
 from donna.executor import Job, get_executor
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 
@@ -53,7 +53,7 @@ def score_slot(cfg: ScoreConfig, space: SearchSpace, slot: int, workdir: str, re
                val_inputs: torch.Tensor, val_targets: torch.Tensor, fp: str, progress: bool = True) -> list[dict]:
     """Job: scores every option of ``slot``; writes the recalibrated BatchNorm buffers, then the rows."""
     set_threads(cfg.threads)
-    device, run = pick_device(cfg.train_device), RunFolder(workdir)
+    device, run = torch_device(cfg.train_device), RunFolder(workdir)
     library = BlockLibrary(workdir, space)
     supernet = library.slot_module(slot).to(device)
     recal = list(recal_inputs.to(device).split(cfg.batch_size))
@@ -99,7 +99,7 @@ def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, d
     Raises:
         ValueError: a slot has no BKD weights yet.
     """
-    run, device = RunFolder(workdir), pick_device(cfg.train_device)
+    run, device = RunFolder(workdir), torch_device(cfg.train_device)
     library = BlockLibrary(workdir, space)
     fps = [fingerprint({"score": cfg.fingerprint(), "library": _library_fp(library, s)})
            for s in range(space.num_slots)]

@@ -18,7 +18,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import LeaveOneOut, cross_val_predict
 
 from blocks import Arch, SearchSpace
-from blocks.fileio import atomic_write_text
+from common.fileio import atomic_write_text
 from donna.rankstats import bootstrap_taus, kendall, paired_difference
 
 ALPHAS = tuple(np.logspace(-4, 3, 29))  # ridge strengths tried by (leave-one-out) cross-validation

@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from blocks.fileio import atomic_write_bytes, atomic_write_text
+from common.fileio import atomic_write_bytes, atomic_write_text
 from donna.runfolder import RunFolder, read_json, write_json
 
 STAGE_ORDER = ("run", "data", "teacher", "bkd", "score", "labels", "search", "finetune")  # pipeline order

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from blocks.fileio import atomic_write_text
+from common.fileio import atomic_write_text
 
 
 def write_json(path: str | Path, data: Any) -> Path:

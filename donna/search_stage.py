@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import re
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,20 @@ from blocks import Arch, SearchSpace
 from donna.config import SearchConfig
 from donna.predictor import AccuracyPredictor
 from donna.runfolder import RunFolder, fingerprint, save_config
-from latency import LatencyError, LatencyTable, build_latency_table, measure_model
+from latency import LatencyError, LatencyEstimator, LatencyTable, MeasuredLatency, build_latency_table
 from latency.cache import file_sha256
 from latency.devices import unreachable_reason
-from search import Objective, SearchOutputs, create_searcher, finalize_search, needs_additive
+from search import (
+    Objective,
+    RunSize,
+    SearcherSpec,
+    SearchOutputs,
+    check_searcher,
+    create_searcher,
+    finalize_search,
+    needs_additive,
+    searcher_spec,
+)
 from search.additive import Additive, slot_tables_from_lookup
 from search.objectives import hv_reference_for
 
@@ -78,37 +89,6 @@ def bench_command(workdir: Path, out: Path, archs: list[Arch], device: str) -> s
     return f"cd {workdir} && latency bench {files} --device {device}"
 
 
-class MeasuredLatency:
-    """Latency measured on the device for every new candidate, cached by ``arch.key`` (resumable)."""
-
-    def __init__(self, space: SearchSpace, device: str, cache_file: Path) -> None:
-        self.space, self.device, self.cache_file = space, device, cache_file
-        self.cache: dict[str, dict[str, float]] = {}
-        if cache_file.is_file():
-            frame = pd.read_csv(cache_file)
-            self.cache = {r["key"]: r for r in frame.to_dict("records")}
-
-    def measure(self, arch: Arch) -> dict[str, float]:
-        """``measured_ms`` with its confidence interval for ``arch``, measured once."""
-        if arch.key not in self.cache:
-            result = measure_model(arch, self.device, cache_dir=self.cache_file.parent / "exports")
-            self.cache[arch.key] = {"key": arch.key, "measured_ms": result.median_ms,
-                                    "measured_ms_ci_low": result.ci_low_ms, "measured_ms_ci_high": result.ci_high_ms,
-                                    "noisy": bool(result.noisy)}
-            self._flush()
-        return {k: v for k, v in self.cache[arch.key].items() if k != "key"}
-
-    def genomes(self, genomes: np.ndarray) -> np.ndarray:
-        """Objective form: measured median latency of every genome."""
-        return np.array([self.measure(self.space.decode(g))["measured_ms"] for g in np.atleast_2d(genomes)])
-
-    def _flush(self) -> None:
-        from blocks.fileio import atomic_path
-
-        with atomic_path(self.cache_file) as tmp:
-            pd.DataFrame(list(self.cache.values())).to_csv(tmp, index=False)
-
-
 def front_to_measure(result, cfg: SearchConfig, predicted_ms: np.ndarray) -> list[int]:
     """Indices of the front members worth measuring (see :func:`_front_measure`), most accurate first."""
     if cfg.measure_max <= 0:
@@ -146,9 +126,7 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
     workdir, cfg = Path(workdir), cfg or SearchConfig()
     if cfg.target_ms is None:
         raise ValueError("search: no latency target; pass --target-ms (donna run computes one when it is None)")
-    if needs_additive(cfg.searcher) and cfg.latency != "table":
-        raise ValueError(f"--searcher {cfg.searcher} needs a latency that adds up over slots, but --latency "
-                         f"{cfg.latency} measures every candidate whole; use --latency table")
+    spec, settings = searcher_plan(cfg, searcher_options)  # name, schedule and settings checked before any work
     run = RunFolder(workdir)
     predictor = AccuracyPredictor.load(run.predictor_json)
     space = run_space(workdir)
@@ -161,25 +139,27 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
     if cfg.latency == "measure" and not measure_here:
         raise LatencyError(f"--latency measure needs device {cfg.latency_device!r} here; it is not reachable (or "
                            "measuring is switched off): use --latency table")
-    measured = MeasuredLatency(space, cfg.latency_device, run.latency(cfg.latency_device).measured_csv)
-    latency_fn = measured.genomes if cfg.latency == "measure" else (lambda g: table.predict_genomes(g, space))
+    measured = MeasuredLatency(cfg.latency_device, run.latency(cfg.latency_device).measured_csv)
+    estimator: LatencyEstimator = measured if cfg.latency == "measure" else table
+    latency_fn = partial(estimator.predict_genomes, space=space)
     additive = additive_forms(cfg, space, predictor, nsr, table)  # (None, None) unless the searcher needs them
     accuracy = Objective("accuracy", predictor.genome_predictor(nsr, space), maximize=True, additive=additive[0])
     objectives = [accuracy, Objective("latency_ms", latency_fn, maximize=False, additive=additive[1])]
     # one hypervolume reference from the cheap table objectives, so searchers and modes compare
-    reference = hv_reference_for(space, [accuracy, Objective("latency_ms", lambda g: table.predict_genomes(g, space))])
-    settings = _searcher_settings(cfg, searcher_options, workdir, space, table)
-    searcher = create_searcher(cfg.searcher, **settings)
+    reference = hv_reference_for(space, [accuracy,
+                                         Objective("latency_ms", partial(table.predict_genomes, space=space))])
+    given = searcher_inputs(spec, cfg, workdir, space, table)
+    searcher = create_searcher(cfg.searcher, **settings, **given)
+    print(schedule_line(cfg, searcher_options, space, given))
     folder = run.search(cfg.name or cfg.searcher)
     out = folder.root
     # a killed search resumes from the checkpoint of the same settings and inputs; others start afresh
     inputs = {"predictor.json": file_sha256(run.predictor_json), "nsr.csv": file_sha256(run.nsr_csv)}
     inputs["table"] = file_sha256(table.path) if table.path else None
-    state = folder.state(fingerprint({**asdict(cfg), "target_ms": None, "options": searcher_options or {}, **inputs}))
-    resumable = cfg.searcher in ("nsga2", "random")  # the gradient-based baselines do not checkpoint yet
-    result = searcher.search(space, objectives=objectives, checkpoint_dir=state if resumable else None,
-                             progress=progress,
-                             hv_reference=reference)
+    state = folder.state(fingerprint({**asdict(cfg), "target_ms": cfg.target_ms if spec.latency == "table" else None,
+                                      "options": searcher_options or {}, **inputs}))
+    result = searcher.search(space, objectives=objectives, checkpoint_dir=state if spec.resumable else None,
+                             progress=progress, hv_reference=reference)
     predicted = table.predict_genomes(np.stack([space.encode(a) for a in result.archs]), space)
     if measure_here:
         return finalize_search(out, result, cfg.target_ms, measure=_front_measure(result, cfg, measured, predicted),
@@ -207,33 +187,65 @@ def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPre
                       for o in space.options(i)])
         genes.append(tuple(np.flatnonzero((G[0] != G).any(axis=0)).tolist()))
         codes.append(G[:, list(genes[-1])])
-    cal, rows = table.calibration, [dict(zip(s["options"], s["ms"])) for s in table.data["slots"]]
-    ms = [[cal["scale"] * rows[i][str(o)] for o in space.options(i)] for i in range(space.num_slots)]
-    fixed = cal["intercept_ms"] + cal["scale"] * (table.data["stem_ms"] + table.data["head_ms"])
+    cal = table.calibration
+    ms = [[cal.scale * table.block_ms(i, o) for o in space.options(i)] for i in range(space.num_slots)]
+    fixed = cal.apply(table.fixed_ms)
     return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept),
             Additive(slot_tables_from_lookup(genes, codes, ms), fixed))
 
 
-def _searcher_settings(cfg: SearchConfig, extra: dict[str, Any] | None, workdir: Path, space: SearchSpace,
-                       table: LatencyTable) -> dict[str, Any]:
-    """Settings of the chosen searcher: population searchers get the budget; the gradient-based
-    baselines get the run's training split and latency-table costs (penalties stay opt-in)."""
-    extra = {**cfg.settings, **(extra or {})}  # the searcher's own settings (SearchConfig.settings)
-    if needs_additive(cfg.searcher):
-        return {"seed": cfg.seed, **extra}
-    if cfg.searcher in ("nsga2", "random"):
-        return {"seed": cfg.seed, **extra}
-    import baselines  # noqa: F401  (registers pc-darts and dso-nas; imported here only, baselines build on donna)
-    from baselines.costs import table_op_cost
-    from donna.config import DataConfig, section_from_dict
-    from donna.data import load_data
+def searcher_plan(cfg: SearchConfig, options: dict[str, Any] | None = None) -> tuple[SearcherSpec, dict[str, Any]]:
+    """The searcher's declaration and its settings: the run's (``spec.run_settings``), then the schedule
+    preset's, then ``options``, each overriding the one before; checked by building the searcher once.
 
-    data = load_data(section_from_dict(DataConfig, RunFolder(workdir).read_config()["data"]), space.input_size,
-                     space.in_channels)
-    op_cost, arch_cost = table_op_cost(table)
-    base = {"seed": cfg.seed, "data": data, "op_cost": op_cost}
-    if cfg.searcher == "pc-darts":
-        base["arch_cost"] = arch_cost
-        if extra.get("latency_weight", 0) > 0:
-            base["target_ms"] = cfg.target_ms
-    return {**base, **extra}
+    Raises:
+        ValueError: unknown searcher or schedule (one line listing the known ones), a bad setting, or a
+            searcher that needs a latency table with ``--latency measure``.
+    """
+    check_searcher(cfg.searcher)
+    spec = searcher_spec(cfg.searcher)
+    preset = spec.schedule(cfg.schedule, cfg.searcher)
+    settings = {name: getattr(cfg, name) for name in spec.run_settings if hasattr(cfg, name)}
+    settings = {**settings, **preset.settings, **cfg.settings, **(options or {})}  # explicit settings win
+    if spec.latency == "additive" and cfg.latency != "table":
+        raise ValueError(f"--searcher {cfg.searcher} needs a latency that adds up over slots, but --latency "
+                         f"{cfg.latency} measures every candidate whole; use --latency table")
+    create_searcher(cfg.searcher, **settings)  # refuses an unknown or out-of-range setting now, not after the table
+    return spec, settings
+
+
+def searcher_inputs(spec: SearcherSpec, cfg: SearchConfig, workdir: Path, space: SearchSpace,
+                    table: LatencyTable) -> dict[str, Any]:
+    """What the searcher declares it needs besides its settings: the run's training data, the latency table."""
+    inputs: dict[str, Any] = {}
+    if spec.needs_data:
+        from donna.config import DataConfig, section_from_dict
+        from donna.data import load_data
+
+        data_cfg = section_from_dict(DataConfig, RunFolder(workdir).read_config()["data"])
+        inputs["data"] = load_data(data_cfg, space.input_size, space.in_channels)
+    if spec.latency == "table":
+        inputs.update(latency_table=table, latency_target_ms=cfg.target_ms)
+    return inputs
+
+
+SECONDS_PER_EVALUATION = {"table": 1e-3, "measure": 2.0}  # rough: a table lookup batch; one device measurement
+
+
+def schedule_line(cfg: SearchConfig, options: dict[str, Any] | None, space: SearchSpace,
+                  inputs: dict[str, Any]) -> str:
+    """One line naming the searcher, its schedule preset and its cost, and what the other presets would cost."""
+    train = inputs.get("data")
+    train = getattr(train, "train", train)
+    size = RunSize(n_train=len(train) if train is not None else 0,
+                   seconds_per_evaluation=SECONDS_PER_EVALUATION.get(cfg.latency, 1.0))
+
+    def cost(schedule: str) -> str:
+        _, settings = searcher_plan(replace(cfg, schedule=schedule), options)
+        return create_searcher(cfg.searcher, **settings).cost(space, size).describe()
+
+    spec = searcher_spec(cfg.searcher)
+    line = f"search: {cfg.searcher}, schedule {cfg.schedule} ({spec.schedule(cfg.schedule).description}): "
+    others = [name for name in sorted(spec.schedules)
+              if dict(spec.schedules[name].settings) != dict(spec.schedule(cfg.schedule).settings)]
+    return line + cost(cfg.schedule) + "".join(f"; --schedule {name}: {cost(name)}" for name in others)

@@ -16,12 +16,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from blocks import Arch, SearchSpace, build_model, resolve_arch
-from blocks.fileio import atomic_save
 from blocks.teachers import TORCHVISION_CUTTERS, TeacherParts, cut_teacher, torchvision_teacher
+from common.device import torch_device, torch_threads
+from common.fileio import atomic_save
 from donna.assemble import evaluate
 from donna.config import TeacherConfig
 from donna.data import DataSplits
-from donna.device import pick_device, torch_threads
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 from donna.train import TrainConfig, train
 
@@ -52,7 +52,7 @@ def get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workdi
 
 def _get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workdir: Path,
                  progress: bool) -> TeacherParts:
-    device = pick_device(cfg.train_device)
+    device = torch_device(cfg.train_device)
     space = space.with_classes(data.num_classes)
     kind, arch = _kind(cfg)
     fp = fingerprint({"kind": kind, "source": cfg.source, "weights": cfg.weights, "data": data.describe(),

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from blocks.fileio import atomic_save
-from donna.device import pick_device
+from common.batching import index_batches, take
+from common.device import torch_device
+from common.fileio import atomic_save
 
 
 @dataclass
@@ -47,29 +48,15 @@ class TrainHistory:
     val_accuracy: list[float] = field(default_factory=list)
 
 
-def _batch(split: Dataset, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels at ``index`` (in-memory splits answer in one slice)."""
-    if hasattr(split, "get_batch"):
-        return split.get_batch(index)
-    items = [split[int(i)] for i in index]
-    return torch.stack([x for x, *_ in items]), torch.as_tensor([int(y) for _, y, *_ in items])
-
-
-def index_batches(n: int, batch_size: int, seed: int | None) -> list[torch.Tensor]:
-    """Index batches over ``n`` examples: in order when ``seed`` is None, else a seeded permutation."""
-    order = torch.arange(n) if seed is None else torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return list(order.split(batch_size))
-
-
 @torch.no_grad()
 def predict_logits(model: nn.Module, split: Dataset, batch_size: int = 256,
                    device: torch.device | None = None) -> torch.Tensor:
     """Logits of ``model`` for every example of ``split`` (in order), on the CPU."""
-    device = device or pick_device()
+    device = device or torch_device()
     was_training = model.training
     model.eval().to(device)
     batches = index_batches(len(split), batch_size, None)
-    outs = [model(_batch(split, idx)[0].to(device)).float().cpu() for idx in batches]
+    outs = [model(take(split, idx)[0].to(device)).float().cpu() for idx in batches]
     model.train(was_training)
     return torch.cat(outs)
 
@@ -78,7 +65,7 @@ def predict_logits(model: nn.Module, split: Dataset, batch_size: int = 256,
 def evaluate(model: nn.Module, split: Dataset, batch_size: int = 256, device: torch.device | None = None) -> float:
     """Top-1 accuracy of ``model`` on ``split``."""
     logits = predict_logits(model, split, batch_size, device)
-    labels = torch.cat([_batch(split, idx)[1] for idx in index_batches(len(split), batch_size, None)])
+    labels = torch.cat([take(split, idx)[1] for idx in index_batches(len(split), batch_size, None)])
     return float((logits.argmax(1) == labels).float().mean())
 
 
@@ -117,7 +104,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         on_epoch: called as ``on_epoch(epoch, train_loss, val_accuracy)``.
         device: defaults to CUDA when present, else CPU.
     """
-    device = device or pick_device()
+    device = device or torch_device()
     model.to(device)
     params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
               {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
@@ -136,7 +123,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         for i, idx in enumerate(index_batches(len(train_set), cfg.batch_size, cfg.seed * 1_000_003 + epoch)):
             for group in opt.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + i, total, warmup, cfg.lr)
-            x, y = (t.to(device) for t in _batch(train_set, idx))
+            x, y = (t.to(device) for t in take(train_set, idx))
             t_logits = teacher_logits[idx].to(device) if teacher_logits is not None else None
             with torch.autocast(device.type, enabled=use_amp):
                 loss = distillation_loss(model(x), y, t_logits, cfg)

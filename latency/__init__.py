@@ -3,7 +3,7 @@
 Public API::
 
     from latency import (get_profile, list_profiles, measure_model, LatencyResult, LatencyTable,
-                         build_latency_table, export_onnx)
+                         build_latency_table, export_onnx, LatencyEstimator, MeasuredLatency, CorrectedLatency)
 """
 
 from .errors import (
@@ -14,6 +14,7 @@ from .errors import (
     LatencyError,
     UnknownDeviceError,
 )
+from .estimator import CorrectedLatency, LatencyEstimator, MeasuredLatency
 from .export import export_onnx
 from .measure import LatencyResult, measure_model
 from .profiles import Profile, get_profile, list_profiles
@@ -22,7 +23,8 @@ from .table import LatencyTable
 from .table_build import build_latency_table
 
 __all__ = [
-    "BackendUnavailableError", "BadModelError", "DeviceDisconnectedError", "FingerprintMismatchError",
-    "LatencyError", "LatencyResult", "LatencyTable", "Profile", "ProtocolConfig", "UnknownDeviceError",
-    "build_latency_table", "export_onnx", "get_profile", "list_profiles", "measure_model",
+    "BackendUnavailableError", "BadModelError", "CorrectedLatency", "DeviceDisconnectedError",
+    "FingerprintMismatchError", "LatencyError", "LatencyEstimator", "LatencyResult", "LatencyTable",
+    "MeasuredLatency", "Profile", "ProtocolConfig", "UnknownDeviceError", "build_latency_table", "export_onnx",
+    "get_profile", "list_profiles", "measure_model",
 ]

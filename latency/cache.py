@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ._io import atomic_path, atomic_write_json
+from common.fileio import atomic_path, atomic_write_json
 
 CACHE_ENV = "LATENCY_CACHE_DIR"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from blocks.cli_errors import OneLineParser, int_at_least, run_guarded, space_arg
@@ -129,16 +130,15 @@ def _format_result(r) -> str:
 def cmd_bench(args) -> int:
     from tqdm import tqdm
 
-    from .measure import measure_model, resolve_device
+    from .measure import measure_model, resolve_profile
 
     models = [_load_model_arg(m) for m in args.models]
-    profile, backend = resolve_device(args.device)
+    profile, backend = resolve_profile(args.device)
     results = []
     for arg, model in tqdm(list(zip(args.models, models)), desc=f"bench [{profile.name}]", unit="model",
                            disable=len(models) < 2 or args.json, leave=False):
         result = measure_model(model, profile, args.input_shape, backend=backend)
-        result.model = arg
-        results.append(result)
+        results.append(replace(result, model=arg))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=1))
         return 0
@@ -163,7 +163,7 @@ def cmd_table(args) -> int:
                                     n_validation=args.n_validation, seed=args.seed, force=args.force)
     v, cal = table.validation, table.calibration
     print(f"latency table written to {table.path}")
-    print(f"calibration on {cal['n']} architectures: {cal['intercept_ms']:+.4f} ms + {cal['scale']:.4f} x sum")
+    print(f"calibration on {cal.n} architectures: {cal.intercept_ms:+.4f} ms + {cal.scale:.4f} x sum")
     if v.get("n"):
         print(f"held-out {v['n']} architectures: RMSPE {v['rmspe']:.2%}, within +-5% {v['within_5']:.0%}, "
               f"within +-10% {v['within_10']:.0%}, Spearman {v['spearman']:.3f}, "

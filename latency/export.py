@@ -12,7 +12,8 @@ from pathlib import Path
 
 import onnx
 
-from ._io import atomic_path
+from common.fileio import atomic_path
+
 from .cache import ArtifactCache, file_sha256
 from .errors import BadModelError
 

@@ -11,29 +11,16 @@ from .errors import BadModelError
 from .export import export_onnx, is_arch, onnx_input_shape
 from .profiles import Profile, get_profile
 from .protocol import ProtocolConfig, run_protocol
-from .stats import noise_reasons, summarize
+from .stats import Summary, noise_reasons, summarize
 
 
-@dataclass
-class LatencyResult:
-    """One measurement: summary statistics, every raw sample and how it was obtained."""
+@dataclass(frozen=True, kw_only=True)
+class LatencyResult(Summary):
+    """One measurement: the :class:`Summary` of its samples, every raw sample and how it was obtained."""
 
     model: str  # file name, arch key or module class
     device: str  # profile name
     backend: str
-    median_ms: float
-    p90_ms: float
-    p99_ms: float
-    min_ms: float
-    max_ms: float
-    mean_ms: float
-    sd_ms: float
-    cov: float  # sd / mean
-    robust_cov: float  # 1.4826 * MAD / median
-    spike_share: float  # share of runs slower than twice the median
-    ci_low_ms: float  # 95% CI of the median
-    ci_high_ms: float
-    n: int  # number of samples
     noisy: bool
     noisy_reason: str  # "; "-joined reasons, empty when clean
     stop_reason: str  # why sampling stopped
@@ -41,8 +28,9 @@ class LatencyResult:
     env: dict = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict:
-        """Everything, JSON-ready (the ``latency bench --json`` object)."""
-        return asdict(self)
+        """Everything, JSON-ready (the ``latency bench --json`` object); what was measured where comes first."""
+        data = asdict(self)
+        return {**{k: data.pop(k) for k in ("model", "device", "backend")}, **data}
 
     @classmethod
     def from_dict(cls, data: dict) -> LatencyResult:
@@ -51,7 +39,7 @@ class LatencyResult:
 
     def to_row(self, samples: bool = False) -> dict:
         """A flat, pandas-friendly row: scalars, the fingerprint as ``fp_*`` columns, optionally samples."""
-        row = {k: v for k, v in asdict(self).items() if k not in ("samples_ms", "env")}
+        row = {k: v for k, v in self.to_dict().items() if k not in ("samples_ms", "env")}
         for key, value in (self.env.get("fingerprint") or {}).items():
             row[f"fp_{key}"] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         row["input_shape"] = str(self.env.get("input_shape"))
@@ -89,7 +77,7 @@ def _prepare_input(obj: Any, backend: Backend, input_shape, cache_dir) -> tuple[
     return obj, batch_shape(input_shape)
 
 
-def resolve_device(device: str | Profile, backend: Backend | None = None) -> tuple[Profile, Backend]:
+def resolve_profile(device: str | Profile, backend: Backend | None = None) -> tuple[Profile, Backend]:
     """The profile of ``device`` and a backend for it (``backend`` is reused when given)."""
     profile = get_profile(device)
     return profile, backend or create_backend(profile.backend, **profile.options)
@@ -115,7 +103,7 @@ def measure_model(model_or_arch_or_onnx_path: Any, device: str | Profile = "cpu"
         LatencyError: bad model or shape, unknown device, unavailable backend; a
             :class:`DeviceDisconnectedError` carries the samples taken before the device was lost.
     """
-    profile, backend = resolve_device(device, backend)
+    profile, backend = resolve_profile(device, backend)
     cfg = protocol if isinstance(protocol, ProtocolConfig) else profile.protocol_config().replace(**(protocol or {}))
     target, shape = _prepare_input(model_or_arch_or_onnx_path, backend, input_shape, cache_dir)
     prepared = backend.prepare(target, shape)
@@ -132,6 +120,6 @@ def measure_model(model_or_arch_or_onnx_path: Any, device: str | Profile = "cpu"
     env = {**prepared.env, "protocol": asdict(cfg), "warmup_runs": len(outcome.warmup_ms),
            "measure_s": round(outcome.measure_s, 4)}
     return LatencyResult(model=_label(model_or_arch_or_onnx_path), device=profile.name, backend=backend.name,
-                         **{k: v for k, v in summary.to_dict().items() if k != "n"}, n=summary.n,
+                         **summary.to_dict(),
                          noisy=bool(reasons), noisy_reason="; ".join(reasons), stop_reason=outcome.stop_reason,
                          samples_ms=list(outcome.samples_ms), env=env)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import warnings
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write_json
+from common.fileio import atomic_write_json
+
 from .errors import FingerprintMismatchError, LatencyError
+from .estimator import LatencyEstimator
 
 SCHEMA_VERSION = 1
 TABLE_FILE = "table.json"
@@ -27,7 +32,7 @@ def space_signature(space: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def fit_calibration(sums_ms, measured_ms) -> dict:
+def fit_calibration(sums_ms, measured_ms) -> Calibration:
     """Fit ``measured ~ intercept + scale * sum`` minimising the squared *relative* error.
 
     The intercept absorbs the per-run overhead that every separately measured part pays once
@@ -41,7 +46,7 @@ def fit_calibration(sums_ms, measured_ms) -> dict:
     if not scale > 0:  # a few noisy architectures can tilt the line; a slower sum is never a faster network
         ratio = s / y
         intercept, scale = 0.0, float(ratio.sum() / (ratio ** 2).sum())
-    return {"intercept_ms": float(intercept), "scale": float(scale), "n": int(s.size)}
+    return Calibration(intercept_ms=float(intercept), scale=float(scale), n=int(s.size))
 
 
 def error_metrics(predicted_ms, measured_ms) -> dict:
@@ -57,84 +62,126 @@ def error_metrics(predicted_ms, measured_ms) -> dict:
             "max_abs_pct": float(np.max(np.abs(rel)) * 100), "spearman": rho}
 
 
-class LatencyTable:
-    """Latency of the stem, the head and every (slot, option) of a space on one device.
+@dataclass(frozen=True)
+class SlotLatencies:
+    """Measured latency of every option of one slot, at the slot's input shape."""
+
+    input_shape: tuple[int, ...]  # (C, H, W) entering the slot
+    options: tuple[str, ...]  # block strings, in the space's option order
+    ms: tuple[float, ...]  # median latency of each option
+    noisy: tuple[bool, ...]  # whether each measurement was flagged noisy
+
+    @cached_property
+    def by_option(self) -> dict[str, float]:
+        """Latency of each option by its block string."""
+        return dict(zip(self.options, self.ms))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SlotLatencies:
+        """Reads one entry of a table file's ``slots``."""
+        n = len(data["options"])
+        return cls(tuple(data["input_shape"]), tuple(data["options"]), tuple(map(float, data["ms"])),
+                   tuple(map(bool, data.get("noisy") or [False] * n)))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``measured ~ intercept_ms + scale * sum of parts``, fitted on ``n`` architectures measured whole."""
+
+    intercept_ms: float = 0.0
+    scale: float = 1.0
+    n: int = 0
+    archs: tuple[str, ...] = ()  # keys of the architectures it was fitted on
+
+    def apply(self, part_sum_ms):
+        """The calibrated latency of uncalibrated sums (float or array)."""
+        return self.intercept_ms + self.scale * part_sum_ms
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        """Reads a table file's ``calibration``."""
+        return cls(float(data["intercept_ms"]), float(data["scale"]), int(data.get("n", 0)),
+                   tuple(data.get("archs", ())))
+
+
+@dataclass(frozen=True)
+class LatencyTable(LatencyEstimator):
+    """Latency of the stem, the head and every (slot, option) of a space on one device; immutable.
 
     ``predict(arch) = intercept + scale * (stem + head + sum of the arch's block latencies)``.
     Build one with :func:`latency.build_latency_table`; load one with :meth:`load`.
     """
 
-    def __init__(self, data: dict, path: Path | None = None):
-        self.data = data
-        self.path = path
-        self._by_key = [dict(zip(s["options"], s["ms"])) for s in data["slots"]]
-        self._luts: tuple[str, list] | None = None
-        self.measurable = True  # False when the table was accepted for a device not reachable here
-        self.note: str | None = None  # one line saying why the table was accepted without a comparison
+    profile: dict  # the device profile it was measured with (``device`` in the file)
+    fingerprint: dict  # fingerprint of the device it was measured on
+    space_name: str  # the space it was built for (``space`` in the file)
+    space_signature: str  # see :func:`space_signature`
+    protocol: dict  # the measurement protocol's settings
+    stem: tuple[str, ...]  # block strings of the fixed stem
+    stem_ms: float
+    head_ms: float
+    slots: tuple[SlotLatencies, ...]
+    calibration: Calibration = Calibration()
+    validation: dict = field(default_factory=dict)  # error on held-out architectures (see ``validation``)
+    created: str = ""  # when it was built
+    path: Path | None = field(default=None, compare=False)  # the file it was loaded from or saved to
+    note: str | None = field(default=None, compare=False)  # why it was accepted without a comparison here
+    _luts: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # genome lookups by space
 
     # ---- facts -------------------------------------------------------------------------------
     @property
     def device(self) -> str:
         """Profile name the table was measured with."""
-        return self.data["device"]["name"]
+        return self.profile["name"]
 
     @property
-    def fingerprint(self) -> dict:
-        """Fingerprint of the device the table was measured on."""
-        return self.data["fingerprint"]
+    def measurable(self) -> bool:
+        """False when the table was accepted for a device not reachable here (``note`` says so)."""
+        return self.note is None
 
     @property
-    def calibration(self) -> dict:
-        """``{"intercept_ms", "scale", "n"}`` of the linear calibration."""
-        return self.data["calibration"]
+    def fixed_ms(self) -> float:
+        """Uncalibrated latency of the parts every architecture has: the stem and the head."""
+        return self.stem_ms + self.head_ms
 
-    @property
-    def validation(self) -> dict:
-        """Error on held-out measured architectures: rmspe, within_5, within_10, spearman, noise, ..."""
-        return self.data["validation"]
+    def block_ms(self, slot: int, spec: Any) -> float:
+        """Uncalibrated latency of block ``spec`` in slot ``slot`` (ms).
+
+        Raises:
+            LatencyError: the block is not in the table.
+        """
+        ms = self.slots[slot].by_option.get(str(spec))
+        if ms is None:
+            raise LatencyError(f"slot {slot}: block {spec} is not in the latency table of space {self.space_name!r}; "
+                               "build the table for this space")
+        return ms
 
     # ---- prediction --------------------------------------------------------------------------
     def part_sum(self, arch: Any) -> float:
         """Uncalibrated sum of the stem, head and block latencies of ``arch`` (ms)."""
-        if [str(s) for s in arch.stem] != self.data["stem"]:
+        if tuple(str(s) for s in arch.stem) != self.stem:
             raise LatencyError(f"architecture stem {[str(s) for s in arch.stem]} is not the table's "
-                               f"{self.data['stem']} (space {self.data['space']!r})")
-        if len(arch.blocks) != len(self._by_key):
-            raise LatencyError(f"architecture has {len(arch.blocks)} blocks; the table has {len(self._by_key)} slots")
-        total = self.data["stem_ms"] + self.data["head_ms"]
-        for i, spec in enumerate(arch.blocks):
-            ms = self._by_key[i].get(str(spec))
-            if ms is None:
-                raise LatencyError(f"slot {i}: block {spec} is not in the latency table "
-                                   f"of space {self.data['space']!r}")
-            total += ms
-        return float(total)
-
-    def calibrate(self, part_sum_ms):
-        """Apply the calibration to uncalibrated sums (float or array)."""
-        cal = self.calibration
-        return cal["intercept_ms"] + cal["scale"] * part_sum_ms
+                               f"{list(self.stem)} (space {self.space_name!r})")
+        if len(arch.blocks) != len(self.slots):
+            raise LatencyError(f"architecture has {len(arch.blocks)} blocks; the table has {len(self.slots)} slots")
+        return float(self.fixed_ms + sum(self.block_ms(i, spec) for i, spec in enumerate(arch.blocks)))
 
     def predict(self, arch: Any) -> float:
         """Predicted latency of ``arch`` in ms."""
-        return float(self.calibrate(self.part_sum(arch)))
-
-    def predict_many(self, archs) -> np.ndarray:
-        """Predicted latencies of several architectures (ms)."""
-        return np.array([self.predict(a) for a in archs], dtype=float)
+        return float(self.calibration.apply(self.part_sum(arch)))
 
     def _genome_luts(self, space: Any) -> list:
         """Per slot: gene positions, offsets, mixed-radix strides and a lookup array of latencies."""
         sig = space_signature(space)
-        if sig != self.data["space_signature"]:
+        if sig != self.space_signature:
             raise LatencyError(f"space {space.name!r} (signature {sig}) is not the space this table was built "
-                               f"for ({self.data['space']!r}, signature {self.data['space_signature']})")
-        if self._luts is not None and self._luts[0] == sig:
-            return self._luts[1]
+                               f"for ({self.space_name!r}, signature {self.space_signature})")
+        if sig in self._luts:
+            return self._luts[sig]
         lower, upper = space.genome_bounds()
         base = space.sample(0)
         luts = []
-        for i in range(len(self.data["slots"])):
+        for i, slot in enumerate(self.slots):
             opts = space.options(i)
             genomes = np.stack([space.encode(base.with_blocks(base.blocks[:i] + (o,) + base.blocks[i + 1:]))
                                 for o in opts])
@@ -142,9 +189,9 @@ class LatencyTable:
             dims = upper[pos] - lower[pos] + 1
             strides = np.cumprod(np.concatenate([[1], dims[::-1][:-1]]))[::-1].astype(np.int64)
             lut = np.full(int(np.prod(dims)), np.nan)
-            lut[(genomes[:, pos] - lower[pos]) @ strides] = [self._by_key[i][str(o)] for o in opts]
+            lut[(genomes[:, pos] - lower[pos]) @ strides] = [slot.by_option[str(o)] for o in opts]
             luts.append((pos, lower[pos], strides, lut))
-        self._luts = (sig, luts)
+        self._luts[sig] = luts  # a cache of values derived from the frozen fields
         return luts
 
     def predict_genomes(self, genomes: np.ndarray, space: Any) -> np.ndarray:
@@ -157,21 +204,50 @@ class LatencyTable:
             raise LatencyError(f"genomes must have shape (n, {lower.size}) for space {space.name!r}, got {g.shape}")
         if np.any(g < lower) or np.any(g > upper):
             raise LatencyError(f"genome values out of the bounds of space {space.name!r}")
-        total = np.full(g.shape[0], self.data["stem_ms"] + self.data["head_ms"])
+        total = np.full(g.shape[0], self.fixed_ms)
         for pos, offset, strides, lut in self._genome_luts(space):
             total = total + lut[(g[:, pos] - offset) @ strides]
         missing = np.flatnonzero(np.isnan(total))
         for row in missing:  # genomes the lookup cannot index (not produced by encode): decode them
             total[row] = self.part_sum(space.decode(g[row]))
-        return self.calibrate(total)
+        return self.calibration.apply(total)
 
     # ---- files -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The JSON form of the table (what :meth:`save` writes)."""
+        return {"schema_version": SCHEMA_VERSION, "device": copy.deepcopy(self.profile),
+                "fingerprint": copy.deepcopy(self.fingerprint), "space": self.space_name,
+                "space_signature": self.space_signature, "protocol": copy.deepcopy(self.protocol),
+                "stem": list(self.stem), "stem_ms": self.stem_ms, "head_ms": self.head_ms,
+                "slots": [asdict(slot) for slot in self.slots], "created": self.created,
+                "calibration": asdict(self.calibration), "validation": copy.deepcopy(self.validation)}
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path | None = None) -> LatencyTable:
+        """Reads the JSON form of a table.
+
+        Raises:
+            LatencyError: another schema version, or a field is missing or malformed.
+        """
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise LatencyError(f"{path or 'latency table'}: schema_version {data.get('schema_version')} "
+                               f"!= {SCHEMA_VERSION}; rebuild it with `latency table`")
+        try:
+            return cls(profile=data["device"], fingerprint=data["fingerprint"], space_name=data["space"],
+                       space_signature=data["space_signature"], protocol=data.get("protocol") or {},
+                       stem=tuple(data["stem"]), stem_ms=float(data["stem_ms"]), head_ms=float(data["head_ms"]),
+                       slots=tuple(SlotLatencies.from_dict(s) for s in data["slots"]),
+                       calibration=Calibration.from_dict(data["calibration"]),
+                       validation=data.get("validation") or {}, created=data.get("created", ""), path=path)
+        except (KeyError, TypeError, ValueError) as err:
+            raise LatencyError(f"{path or 'latency table'}: missing or malformed field ({type(err).__name__}: "
+                               f"{err}); rebuild it with `latency table`") from None
+
     def save(self, path: Path | str) -> Path:
-        """Write the table as JSON atomically (a directory gets ``table.json``)."""
+        """Write the table as JSON atomically (a directory gets ``table.json``) and return the file's path."""
         path = Path(path)
         target = path / TABLE_FILE if path.suffix != ".json" else path
-        atomic_write_json(target, self.data)
-        self.path = target
+        atomic_write_json(target, self.to_dict())
         return target
 
     @classmethod
@@ -193,34 +269,30 @@ class LatencyTable:
             data = json.loads(target.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise LatencyError(f"cannot read latency table {target}: {err}") from None
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise LatencyError(f"{target}: schema_version {data.get('schema_version')} != {SCHEMA_VERSION}")
-        table = cls(data, target)
-        table.check_device(device or table.device, force=force)
-        return table
+        table = cls.from_dict(data, target)
+        return replace(table, note=table.check_device(device or table.device, force=force))
 
     def check_device(self, device: str, force: bool = False) -> str | None:
         """Check the table belongs to ``device`` here, or accept it as recorded when the device is elsewhere.
 
         A table built on the device's own machine and copied here is accepted when ``device`` cannot be
         reached from this machine: its recorded fingerprint is then all there is to go by (it is never
-        compared with the empty fingerprint of an absent device). ``self.note`` then says so in one line
-        and ``self.measurable`` is False.
+        compared with the empty fingerprint of an absent device).
 
         Returns:
-            The note, or None when the table was checked against the device here.
+            None when the table was checked against the device here, else one line saying why it was
+            accepted as recorded (:meth:`load` keeps it as ``note``; ``measurable`` is then False).
 
         Raises:
             FingerprintMismatchError: another device's table, or a different fingerprint here (unless ``force``).
         """
         from .devices import unreachable_reason
-        from .measure import resolve_device
+        from .measure import resolve_profile
 
         reason = unreachable_reason(device)
         if reason is not None:
             return self._accept_remote(device, reason)
-        current = resolve_device(device)[1].fingerprint()
-        self.measurable, self.note = True, None
+        current = resolve_profile(device)[1].fingerprint()
         diff = sorted(k for k in set(current) | set(self.fingerprint) if current.get(k) != self.fingerprint.get(k))
         if not diff:
             return None
@@ -243,7 +315,5 @@ class LatencyTable:
             raise FingerprintMismatchError(f"latency table {self.path} records no device fingerprint (a build "
                                            f"that never measured?); rebuild it on the {name} machine")
         where = ", ".join(f"{k}={v}" for k, v in recorded.items() if isinstance(v, str))[:160]
-        self.measurable = False
-        self.note = (f"device {name!r} is not reachable here, so its table {self.path} is used as recorded "
-                     f"on its own machine ({where or 'fingerprint recorded'}); nothing is measured here")
-        return self.note
+        return (f"device {name!r} is not reachable here, so its table {self.path} is used as recorded "
+                f"on its own machine ({where or 'fingerprint recorded'}); nothing is measured here")

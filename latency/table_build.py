@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._io import append_jsonl, atomic_write_bytes, read_jsonl
+from common.fileio import append_jsonl, atomic_write_bytes, read_jsonl
+
 from .devices import unreachable_reason
 from .errors import BackendUnavailableError, DeviceDisconnectedError, FingerprintMismatchError
 from .export import batch_shape, export_module
-from .measure import measure_model, resolve_device
+from .measure import measure_model, resolve_profile
 from .profiles import Profile
 from .protocol import ProtocolConfig
-from .table import SCHEMA_VERSION, LatencyTable, error_metrics, fit_calibration, space_signature
+from .table import Calibration, LatencyTable, SlotLatencies, error_metrics, fit_calibration, space_signature
 
 ROWS_FILE = "rows.jsonl"
 
@@ -175,7 +176,7 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
     from blocks import get_space
 
     space = get_space(space) if isinstance(space, str) else space
-    profile, backend = resolve_device(device)
+    profile, backend = resolve_profile(device)
     reason = unreachable_reason(profile)
     if reason is not None:
         raise BackendUnavailableError(f"cannot build a latency table for {profile.name!r} here: {reason}")
@@ -188,30 +189,26 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
     jobs = interleave(_part_jobs(space), _arch_jobs(space, n_calibration, n_validation, n_repeat, seed))
     _run_jobs(jobs, rows_path, profile, backend, cfg, cache_dir, progress, meta)
     table = assemble_table(space, meta, read_jsonl(rows_path), jobs)
-    table.save(out)
-    return table
+    return replace(table, path=table.save(out))
 
 
 def assemble_table(space: Any, meta: dict, rows: list[dict], jobs: list[Job]) -> LatencyTable:
     """Turn measured rows into a table: part latencies, calibration fit, held-out validation."""
     by_job = {r["job"]: r for r in rows if r.get("job") != "meta"}
-    slots = [{"input_shape": list(space.slot_input_shape(i)), "options": [], "ms": [], "noisy": []}
-             for i in range(space.num_slots)]
-    for job in (j for j in jobs if j.role == "block"):
-        row = by_job[job.id]
-        slots[job.slot]["options"].append(job.option)
-        slots[job.slot]["ms"].append(row["median_ms"])
-        slots[job.slot]["noisy"].append(bool(row["noisy"]))
-    data = {"schema_version": SCHEMA_VERSION, "device": meta["device"], "fingerprint": meta["fingerprint"],
-            "space": space.name, "space_signature": meta["space_signature"], "protocol": meta["protocol"],
-            "stem": [str(s) for s in space.stem], "stem_ms": by_job["stem"]["median_ms"],
-            "head_ms": by_job["head"]["median_ms"], "slots": slots, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "calibration": {"intercept_ms": 0.0, "scale": 1.0, "n": 0}, "validation": {}}
-    table = LatencyTable(data)
+    slots = []
+    for i in range(space.num_slots):
+        done = [j for j in jobs if j.role == "block" and j.slot == i]
+        slots.append(SlotLatencies(tuple(space.slot_input_shape(i)), tuple(j.option for j in done),
+                                   tuple(by_job[j.id]["median_ms"] for j in done),
+                                   tuple(bool(by_job[j.id]["noisy"]) for j in done)))
+    parts = LatencyTable(profile=meta["device"], fingerprint=meta["fingerprint"], space_name=space.name,
+                         space_signature=meta["space_signature"], protocol=meta["protocol"],
+                         stem=tuple(str(s) for s in space.stem), stem_ms=by_job["stem"]["median_ms"],
+                         head_ms=by_job["head"]["median_ms"], slots=tuple(slots),
+                         created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     archs = {j.arch_key: j for j in jobs if j.arch_key}
-    data["calibration"] = _calibrate(table, space, by_job, archs, "calibration")
-    data["validation"] = _validate(table, space, by_job, archs)
-    return table
+    calibrated = replace(parts, calibration=_calibrate(parts, by_job, archs, "calibration"))
+    return replace(calibrated, validation=_validate(calibrated, by_job, archs))
 
 
 def _measured(by_job: dict, role: str, archs: dict) -> dict[str, float]:
@@ -219,19 +216,19 @@ def _measured(by_job: dict, role: str, archs: dict) -> dict[str, float]:
     return {r["arch_key"]: r["median_ms"] for r in by_job.values() if r["role"] == role and r["arch_key"] in archs}
 
 
-def _calibrate(table: LatencyTable, space, by_job: dict, archs: dict, role: str) -> dict:
+def _calibrate(table: LatencyTable, by_job: dict, archs: dict, role: str) -> Calibration:
     measured = _measured(by_job, role, archs)
     sums = [table.part_sum(archs[k].arch) for k in measured]
-    return {**fit_calibration(sums, list(measured.values())), "archs": list(measured)}
+    return replace(fit_calibration(sums, list(measured.values())), archs=tuple(measured))
 
 
-def _validate(table: LatencyTable, space, by_job: dict, archs: dict) -> dict:
+def _validate(table: LatencyTable, by_job: dict, archs: dict) -> dict:
     measured = _measured(by_job, "validation", archs)
     if not measured:
         return {"n": 0}
     sums = np.array([table.part_sum(archs[k].arch) for k in measured])
     y = np.array(list(measured.values()))
-    pred = table.calibrate(sums)
+    pred = table.calibration.apply(sums)
     metrics = error_metrics(pred, y)
     repeats = _measured(by_job, "repeat", archs)
     noise = [abs(repeats[k] - measured[k]) / measured[k] for k in repeats if k in measured]

@@ -18,7 +18,15 @@ from search.pareto import (
 )
 from search.plot import plot_pareto
 from search.random_search import RandomSearchConfig, RandomSearcher
-from search.registry import create_searcher, list_searchers, needs_additive, register_searcher
+from search.registry import (
+    check_searcher,
+    create_searcher,
+    list_searchers,
+    needs_additive,
+    register_searcher,
+    searcher_spec,
+)
+from search.spec import RunSize, Schedule, ScheduleCost, SearcherSpec
 
 __all__ = [
     "Additive",
@@ -32,11 +40,16 @@ __all__ = [
     "NoArchMeetsTarget",
     "Objective",
     "RandomSearchConfig",
+    "RunSize",
+    "Schedule",
+    "ScheduleCost",
     "RandomSearcher",
     "SearchOutputs",
     "SearchResult",
     "Searcher",
+    "SearcherSpec",
     "SlotTable",
+    "check_searcher",
     "choose_under_target",
     "create_searcher",
     "finalize_search",
@@ -50,5 +63,6 @@ __all__ = [
     "plot_pareto",
     "register_searcher",
     "resolve_reference",
+    "searcher_spec",
     "write_search_outputs",
 ]

@@ -22,6 +22,12 @@ from tqdm.auto import tqdm
 from search import checkpoint as ckpt
 from search.objectives import GenomeProblem, GenomeSpace, Objective, resolve_reference
 from search.pareto import HypervolumeReference, hypervolume_min, non_dominated
+from search.spec import RunSize, Schedule, ScheduleCost, SearcherSpec
+
+POPULATION_SCHEDULES = {
+    "paper": Schedule({}, "pop_size x generations as set (default 100 x 50, Once-for-All's finder)"),
+    "quick": Schedule({}, "as paper: on a latency table the whole search takes seconds"),
+}
 
 
 @dataclass
@@ -80,9 +86,10 @@ class SearchResult:
 
 
 class Searcher(ABC):
-    """Base class of every searcher; subclasses implement ``_search``."""
+    """Base class of every searcher; subclasses implement ``_search`` and declare ``spec``."""
 
     name: ClassVar[str] = ""
+    spec: ClassVar[SearcherSpec] = SearcherSpec()  # what the searcher needs and can do (see search.spec)
 
     @property
     def seed(self) -> int | None:
@@ -96,6 +103,10 @@ class Searcher(ABC):
     def provenance(self) -> dict[str, Any]:
         """What every returned architecture records about its origin."""
         return {"searcher": self.name, "settings": self.settings(), "seed": self.seed}
+
+    def cost(self, space: GenomeSpace, size: RunSize) -> ScheduleCost:
+        """The work this search does with its settings, and a rough time (unknown unless a subclass says)."""
+        return ScheduleCost("work not stated by the searcher", float("nan"))
 
     def search(
         self,
@@ -194,9 +205,17 @@ class GenomeSearcher(Searcher):
     """
 
     config: Any
+    spec: ClassVar[SearcherSpec] = SearcherSpec(
+        resumable=True, run_settings=("seed", "pop_size", "generations"), schedules=POPULATION_SCHEDULES)
 
     def settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+    def cost(self, space: GenomeSpace, size: RunSize) -> ScheduleCost:
+        """``pop_size * generations`` evaluations at ``size.seconds_per_evaluation`` each."""
+        evaluations = int(self.config.pop_size) * int(self.config.generations)
+        return ScheduleCost(f"{self.config.generations} generations x {self.config.pop_size} = {evaluations} "
+                            "evaluations", evaluations * size.seconds_per_evaluation)
 
     @abstractmethod
     def _start(self, problem: GenomeProblem) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from blocks.fileio import atomic_path
+from common.fileio import atomic_path
 
 CHECKPOINT_NAME = "search_state.npz"
 CHECKPOINT_VERSION = 1

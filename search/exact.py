@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from search.additive import Additive
 from search.base import Searcher, SearchResult, make_config
-from search.objectives import GenomeProblem, resolve_reference
+from search.objectives import GenomeProblem, GenomeSpace, resolve_reference
 from search.pareto import hypervolume_min, non_dominated
 from search.registry import register_searcher
+from search.spec import RunSize, Schedule, ScheduleCost, SearcherSpec
 
 
 @dataclass(frozen=True)
@@ -179,13 +180,19 @@ class ExactSearcher(Searcher):
     """
 
     name = "exact"
-    needs_additive: ClassVar[bool] = True  # capability: objectives must carry per-slot tables
+    spec = SearcherSpec(latency="additive", schedules={  # objectives must carry per-slot tables
+        "paper": Schedule({}, "no schedule: the whole front by dynamic programming over slots"),
+        "quick": Schedule({}, "as paper")})
 
     def __init__(self, **settings: Any) -> None:
         self.config: ExactConfig = make_config(ExactConfig, self.name, settings)
 
     def settings(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
+
+    def cost(self, space: GenomeSpace, size: RunSize) -> ScheduleCost:
+        """A dynamic programme over slots: seconds, bounded by ``max_states`` partial sums."""
+        return ScheduleCost(f"one pass over the slots, at most {self.config.max_states} partial sums", 10.0)
 
     def _search(self, space, objectives, checkpoint_dir, progress, hv_reference) -> SearchResult:
         problem = GenomeProblem(space, objectives)

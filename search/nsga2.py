@@ -17,9 +17,10 @@ from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.termination.max_gen import MaximumGenerationTermination
 
-from search.base import GenomeSearcher, check_population_settings, make_config
+from search.base import POPULATION_SCHEDULES, GenomeSearcher, check_population_settings, make_config
 from search.objectives import GenomeProblem
 from search.registry import register_searcher
+from search.spec import SearcherSpec
 
 OPERATORS = ("ux-reset", "sbx-pm")
 
@@ -73,6 +74,8 @@ class NSGA2Searcher(GenomeSearcher):
     """
 
     name = "nsga2"
+    spec = SearcherSpec(resumable=True, run_settings=("seed", "pop_size", "generations", "mutation_prob"),
+                        schedules=POPULATION_SCHEDULES)
 
     def __init__(self, **settings: Any) -> None:
         self.config: NSGA2Config = make_config(NSGA2Config, self.name, settings)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from blocks.fileio import atomic_path, atomic_write_text
+from common.fileio import atomic_path, atomic_write_text
 from search.base import SearchResult
 from search.pareto import NoArchMeetsTarget, choose_under_target
 from search.plot import plot_pareto

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from blocks.fileio import atomic_path
+from common.fileio import atomic_path
 
 
 def _latency_errors(rows: pd.DataFrame, latency_column: str) -> np.ndarray | None:

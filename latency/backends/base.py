@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from common.registry import Registry
+
 from ..errors import BackendUnavailableError, LatencyError
 
 
@@ -68,34 +70,29 @@ class Backend(ABC):
         return env
 
 
-_REGISTRY: dict[str, type[Backend]] = {}
+BACKENDS: Registry[type[Backend]] = Registry("backend", error=LatencyError)
 
 
 def register_backend(cls: type[Backend]) -> type[Backend]:
     """Class decorator adding a backend under ``cls.name``; a duplicate name is an error."""
     if not cls.name:
         raise LatencyError(f"{cls.__qualname__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise LatencyError(f"backend {cls.name!r} is already registered by {_REGISTRY[cls.name].__qualname__}")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return BACKENDS.register(cls.name, cls)
 
 
 def list_backends() -> list[str]:
     """Names of the registered backends."""
-    return sorted(_REGISTRY)
+    return BACKENDS.names()
 
 
 def backend_class(name: str) -> type[Backend]:
     """The backend class registered as ``name``."""
-    if name not in _REGISTRY:
-        raise LatencyError(f"unknown backend {name!r}; known backends: {', '.join(list_backends())}")
-    return _REGISTRY[name]
+    return BACKENDS.get(name)
 
 
 def create_backend(name: str, **options: Any) -> Backend:
     """Instantiate a registered backend with profile options."""
-    return backend_class(name)(**options)
+    return BACKENDS.create(name, **options)
 
 
 def cpu_model() -> str:

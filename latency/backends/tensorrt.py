@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from blocks.fileio import atomic_write_bytes
+from common.fileio import atomic_write_bytes
 
 from ..cache import ArtifactCache, file_sha256
 from ..errors import BackendUnavailableError, BadModelError, LatencyError

@@ -7,7 +7,8 @@ from baselines.costs import block_macs, layer_costs, macs_op_cost, slot_cost_mat
 from baselines.dsonas import penalty_weights
 from baselines.mixed_supernet import slot_ops
 from baselines.project import project_dsonas, project_pcdarts, snap_depth
-from blocks import build_block, count_macs, get_space
+from blocks import UNUSED_KNOBS, build_block, count_macs, get_space
+from latency.table import Calibration, LatencyTable, SlotLatencies
 
 
 @pytest.mark.parametrize("block_type", ["ir", "fir", "ds", "conv"])
@@ -16,7 +17,7 @@ def test_analytic_macs_match_the_flop_counter(block_type):
     for i in (0, 1, 4):
         channels, size, _ = space.slot_input_shape(i)
         for spec in space.options(i)[::17]:
-            spec = spec.with_knobs(type=block_type)
+            spec = spec.with_knobs(type=block_type, **UNUSED_KNOBS.get(block_type, {}))
             assert block_macs(spec, channels, size) == count_macs(build_block(spec, channels), (channels, size, size))
 
 
@@ -31,15 +32,12 @@ def test_table_adapter_reads_entries_and_scales():
     space = get_space("mbconv-tiny")
     spec = space.options(0)[0]
 
-    class FakeTable:
-        data = {"slots": [{"options": [str(spec)], "ms": [2.0]}]}
-        calibration = {"scale": 1.5, "intercept_ms": 0.1}
-
-        def predict(self, arch):
-            return 9.0
-
-    cost, arch_cost = table_op_cost(FakeTable())
-    assert cost(0, spec) == 3.0 and arch_cost(None) == 9.0
+    table = LatencyTable(profile={"name": "cpu"}, fingerprint={}, space_name=space.name, space_signature="",
+                         protocol={}, stem=(), stem_ms=0.0, head_ms=0.0,
+                         slots=(SlotLatencies(space.slot_input_shape(0), (str(spec),), (2.0,), (False,)),),
+                         calibration=Calibration(intercept_ms=0.1, scale=1.5))
+    cost, arch_cost = table_op_cost(table)
+    assert cost(0, spec) == 3.0 and arch_cost == table.predict
     with pytest.raises(ValueError, match="not in the latency table"):
         cost(0, space.options(0)[1])
 

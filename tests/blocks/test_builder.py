@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from blocks import BLOCK_TYPES, BlockSpec, build_block, build_model, count_params, get_preset, get_space
+from blocks import BLOCK_TYPES, UNUSED_KNOBS, BlockSpec, build_block, build_model, count_params, get_preset, get_space
 from blocks.layers import BLOCK_LAYERS
 from blocks.presets import describe_arch
 
@@ -75,7 +75,8 @@ def test_block_table_covers_every_block_type():
 @pytest.mark.parametrize("block_type", BLOCK_TYPES)
 @pytest.mark.parametrize(("stride", "cin", "cout"), [(1, 8, 8), (2, 8, 12)])
 def test_every_block_type_maps_shapes(block_type, stride, cin, cout):
-    spec = BlockSpec(type=block_type, kernel=3, stride=stride, out_channels=cout, expansion=3, depth=2, se=0.25)
+    knobs = {"expansion": 3, "se": 0.25, **UNUSED_KNOBS.get(block_type, {})}  # knobs the type ignores stay neutral
+    spec = BlockSpec(type=block_type, kernel=3, stride=stride, out_channels=cout, depth=2, **knobs)
     block = build_block(spec, cin)
     out = block(torch.randn(2, cin, 9, 9))
     assert out.shape == (2, cout, 5 if stride == 2 else 9, 5 if stride == 2 else 9)

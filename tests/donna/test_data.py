@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from donna.data import batches, get_dataset, list_datasets, split_labels
+from common.batching import batches
+from donna.data import get_dataset, list_datasets, split_labels
 
 
 def test_digits_splits_are_seeded_stratified_and_disjoint():

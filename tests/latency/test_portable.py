@@ -187,10 +187,10 @@ def _arch_of(run_folder: Path, key: str):
 @pytest.mark.parametrize("how", ["measure_max", "no_measure"])
 def test_search_on_a_reachable_device_can_skip_measuring(run_folder, capsys, how):
     from donna.search_stage import SearchConfig, run_search
-    from latency.measure import resolve_device
+    from latency.measure import resolve_profile
 
     space = get_space("mbconv-tiny")
-    here = resolve_device("cpu")[1].fingerprint()  # the table matches this machine: the device is reachable
+    here = resolve_profile("cpu")[1].fingerprint()  # the table matches this machine: the device is reachable
     _copy_in(run_folder / "latency" / "cpu", remote_table(space, device="cpu", fingerprint=here, scale=0.01))
     off = {"measure_max": 0} if how == "measure_max" else {"no_measure": True}
     cfg = SearchConfig(latency_device="cpu", target_ms=0.12, settings={"pop_size": 8, "generations": 2}, **off)

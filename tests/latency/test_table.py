@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from common.fileio import read_jsonl
 from latency import DeviceDisconnectedError, FingerprintMismatchError, LatencyTable, build_latency_table
-from latency._io import read_jsonl
 
 SMALL = {"n_calibration": 4, "n_validation": 4, "n_repeat": 1}
 
@@ -24,12 +24,12 @@ def cpu_table(mini_space, tmp_path_factory):
 def test_table_covers_every_part_and_validates_itself(cpu_table, mini_space):
     table, out = cpu_table
     assert (out / "table.json").exists() and table.device == "cpu"
-    assert [len(s["ms"]) for s in table.data["slots"]] == [len(mini_space.options(i)) for i in range(5)]
+    assert [len(s.ms) for s in table.slots] == [len(mini_space.options(i)) for i in range(5)]
     v = table.validation
     assert v["n"] == 4 and {"rmspe", "within_5", "within_10", "spearman", "noise"} <= set(v)
     assert 0.0 <= v["within_5"] <= v["within_10"] <= 1.0 and v["rmspe"] >= 0.0
     assert v["noise_n"] == 1 and v["noise"] is not None
-    assert table.calibration["n"] == 4 and table.calibration["scale"] > 0
+    assert table.calibration.n == 4 and table.calibration.scale > 0
     rows = read_jsonl(out / "rows.jsonl")
     assert rows[0]["job"] == "meta" and all(len(r["samples_ms"]) >= 30 for r in rows[1:])
 
@@ -111,6 +111,6 @@ def test_calibration_scale_stays_positive_on_noisy_points():
     from latency.table import fit_calibration
 
     tilted = fit_calibration([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.5, 2.0])  # slower sums measured faster: noise
-    assert tilted["scale"] > 0 and tilted["intercept_ms"] == 0.0
+    assert tilted.scale > 0 and tilted.intercept_ms == 0.0
     clean = fit_calibration([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])
-    assert np.isclose(clean["scale"], 1.0) and np.isclose(clean["intercept_ms"], 0.5)
+    assert np.isclose(clean.scale, 1.0) and np.isclose(clean.intercept_ms, 0.5)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from blocks.fileio import atomic_write_text
+from common.fileio import atomic_write_text
 from search import Objective
 
 

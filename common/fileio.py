@@ -1,12 +1,14 @@
-"""Atomic file writes shared by every package: write a temporary file, then rename it."""
+"""File writes shared by every package: atomic writes (temporary file, fsync, rename) and JSON-lines rows."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def _umask() -> int:
@@ -61,3 +63,42 @@ def atomic_save(path: str | Path, writer: Callable[[Path], object]) -> Path:
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (sorted keys) to ``path`` atomically."""
+    return atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+def append_jsonl(path: Path | str, row: dict) -> None:
+    """Append one JSON row as a single ``write`` call on an ``O_APPEND`` descriptor, then fsync.
+
+    A process killed mid-write can at worst leave a truncated last line, which
+    :func:`read_jsonl` skips, so every complete row survives. The file gets the umask's permissions.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = ("\n" + json.dumps(row, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path | str) -> list[dict]:
+    """Read the complete rows of a JSON-lines file; blank and truncated lines are skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows

@@ -1,4 +1,7 @@
-"""Where tensors live: CUDA when available, else CPU, and a sensible CPU thread count."""
+"""The torch device tensors live on (CUDA when available, else CPU) and a sensible CPU thread count.
+
+A *latency* device is something else: a profile name resolved by ``latency.measure.resolve_profile``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ import os
 import torch
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """The device to run on.
+def torch_device(name: str | None = "auto") -> torch.device:
+    """The torch device to train or run on.
 
     Args:
-        name: ``"auto"`` (CUDA when available, else CPU), or any ``torch.device`` string (``"cpu"``,
+        name: ``"auto"`` or None (CUDA when available, else CPU), or any ``torch.device`` string (``"cpu"``,
             ``"cuda"``, ``"cuda:1"``).
 
     Returns:
@@ -20,7 +23,7 @@ def pick_device(name: str = "auto") -> torch.device:
     Raises:
         ValueError: CUDA was asked for but is not available.
     """
-    if name == "auto":
+    if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():

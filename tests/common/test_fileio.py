@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from blocks.fileio import atomic_path, atomic_write_text
+from common.fileio import atomic_path, atomic_write_text
 
 
 def test_atomic_write_follows_the_umask_and_leaves_nothing_on_failure(tmp_path):

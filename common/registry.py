@@ -13,10 +13,12 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the registry holds, used in error messages ("searcher", "backend", ...).
+        error: the ``ValueError`` subclass raised for an unknown or duplicate name (a package's own error type).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, error: type[ValueError] = ValueError) -> None:
         self.kind = kind
+        self.error = error
         self._items: dict[str, T] = {}
 
     def register(self, name: str, item: T | None = None) -> T | Callable[[T], T]:
@@ -24,14 +26,14 @@ class Registry(Generic[T]):
         if item is None:
             return lambda obj: self.register(name, obj)  # type: ignore[return-value]
         if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is already registered; known: {self.names()}")
+            raise self.error(f"{self.kind} {name!r} is already registered; known: {self.names()}")
         self._items[name] = item
         return item
 
     def get(self, name: str) -> T:
-        """Returns the item registered as ``name`` or raises ``ValueError`` listing known names."""
+        """Returns the item registered as ``name`` or raises ``self.error`` listing known names."""
         if name not in self._items:
-            raise ValueError(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}")
+            raise self.error(f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}")
         return self._items[name]
 
     def create(self, name: str, *args, **kwargs):
