@@ -195,8 +195,9 @@ def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPre
 
 
 def searcher_plan(cfg: SearchConfig, options: dict[str, Any] | None = None) -> tuple[SearcherSpec, dict[str, Any]]:
-    """The searcher's declaration and its settings: the run's (``spec.run_settings``), then the schedule
-    preset's, then ``options``, each overriding the one before; checked by building the searcher once.
+    """The searcher's declaration and its settings: the run's (``spec.run_settings`` that ``SearchConfig`` has:
+    the seed), then the schedule preset's, then ``cfg.settings`` and ``options``, each overriding the one before;
+    checked by building the searcher once.
 
     Raises:
         ValueError: unknown searcher or schedule (one line listing the known ones), a bad setting, or a
