@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from blocks import Arch, SearchSpace
-from donna.predictor import AccuracyPredictor
+from donna.predictor import AccuracyPredictor, clip_accuracy
 from donna.runfolder import RunFolder, fingerprint, save_config
 from latency import LatencyError, LatencyEstimator, LatencyTable, MeasuredLatency, build_latency_table
 from latency.cache import file_sha256
@@ -207,7 +207,8 @@ def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPre
     cal = table.calibration
     ms = [[cal.scale * table.block_ms(i, o) for o in space.options(i)] for i in range(space.num_slots)]
     fixed = cal.apply(table.fixed_ms)
-    return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept),
+    return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept,
+                     transform=clip_accuracy),
             Additive(slot_tables_from_lookup(genes, codes, ms), fixed))
 
 
