@@ -5,6 +5,8 @@ and reported next to what the predictor and the latency table promised (DONNA st
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -190,27 +192,61 @@ def output_folder(workdir: Path, arch: Arch, cfg: FinetuneConfig, fp: str) -> Fi
 def target_verdict(workdir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """The search's latency target (when the run has one for this device) and whether the final model meets it.
 
-    ``target_met`` is None when there is no target or nothing was measured here.
+    ``target_met`` is None when there is no target or nothing was measured here. When the model misses the
+    target, ``next_passing`` names the most accurate front member faster than it whose measured latency
+    (upper end of its CI) meets the target, to finetune instead (``--arch KEY``); None when the front has none.
     """
     search = RunFolder(workdir).read_config().get("search") or {}
     device = search.get("latency_device", search.get("device"))  # "device" in run folders of earlier versions
     target = search.get("target_ms") if device == metrics["latency_device"] else None
     met = None if target is None or metrics.get("measured_ms") is None else bool(metrics["measured_ms"] <= target)
-    return {"target_ms": target, "target_met": met}
+    verdict: dict[str, Any] = {"target_ms": target, "target_met": met}
+    if met is False:
+        verdict["next_passing"] = next_passing(workdir, metrics["key"], target)
+    return verdict
+
+
+def next_passing(workdir: Path, key: str, target_ms: float) -> str | None:
+    """The most accurate measured front member other than ``key`` whose CI's upper end meets ``target_ms``."""
+    best: tuple[float, str] | None = None
+    for folder in RunFolder(workdir).searches():
+        if not folder.pareto_csv.is_file():
+            continue
+        rows = pd.read_csv(folder.pareto_csv)
+        if not {"key", "measured_ms_ci_high", "predicted_accuracy"} <= set(rows.columns):
+            continue
+        ok = rows[(rows["key"] != key) & (rows["measured_ms_ci_high"] <= target_ms)]
+        for _, row in ok.iterrows():
+            if best is None or row["predicted_accuracy"] > best[0]:
+                best = (float(row["predicted_accuracy"]), str(row["key"]))
+    return best[1] if best else None
 
 
 def _measure(onnx_path: Path, device: str, unreachable: str | None, workdir: Path, out: Path) -> dict[str, Any]:
     """The measured latency of the exported model, or why it was not measured and the command that measures it."""
-    from latency import measure_model
-
     if unreachable is not None:
         return {"measured_ms": None, "measured_ms_ci": None, "measured_noisy": None, "measured_here": False,
                 "not_measured_why": unreachable,
                 "measure_command": f"cd {workdir} && latency bench "
                                    f"{FinetuneFolder(out).model_onnx.relative_to(workdir)} --device {device}"}
-    measured = measure_model(onnx_path, device)
-    return {"measured_ms": measured.median_ms, "measured_ms_ci": [measured.ci_low_ms, measured.ci_high_ms],
-            "measured_noisy": measured.noisy, "measured_here": True}
+    measured = measure_in_fresh_process(onnx_path, device)
+    return {"measured_ms": measured["median_ms"], "measured_ms_ci": [measured["ci_low_ms"], measured["ci_high_ms"]],
+            "measured_noisy": measured["noisy"], "measured_here": True, "measured_in": "fresh process"}
+
+
+def measure_in_fresh_process(onnx_path: Path, device: str, timeout_s: float = 900.0) -> dict[str, Any]:
+    """``latency bench --json`` on ``onnx_path`` in a new Python process, as a user re-checks a delivered model:
+    nothing this process warmed up, allocated or left running (training threads, caches) moves the figure.
+
+    Raises:
+        RuntimeError: the measurement failed; the message carries the tool's last error line.
+    """
+    cmd = [sys.executable, "-m", "latency.cli", "bench", str(onnx_path), "--device", device, "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"measuring {onnx_path} on {device} in a fresh process failed: {last}")
+    return json.loads(done.stdout)[0]
 
 
 def _predicted_accuracy(workdir: Path, arch: Arch) -> float | None:
@@ -273,6 +309,8 @@ def render_report(m: dict[str, Any]) -> str:
         f"| latency on `{m['latency_device']}` | {_fmt(m['predicted_ms'], '.4f')} ms (table) | {latency} |",
         f"| latency target | {_fmt(m.get('target_ms'), '.4f')} ms | "
         f"{ {True: 'PASS', False: 'FAIL', None: 'n/a'}[m.get('target_met')]} |",
+        *([f"| next front member that meets the target | `{m['next_passing']}` | "
+           f"`donna finetune --arch {m['next_passing']}` |"] if m.get("next_passing") else []),
         "", f"- params {m['params']:,}, MACs {m['macs']:,}; teacher val accuracy {m['teacher_val_accuracy']:.4f}",
         f"- {m['epochs']} epochs from {m['init']} initialisation in {m['train_seconds']:.0f} s",
         f"- ONNX Runtime agrees with torch on top-1 for {m['onnx_torch_top1_agreement']:.2%} of the "

@@ -37,6 +37,11 @@ def rank_quality(truth: np.ndarray, score: np.ndarray) -> dict[str, float]:
     return {"kendall_tau": kendall(truth, score), "spearman": float(stats.spearmanr(truth, score).statistic)}
 
 
+def clip_accuracy(values: np.ndarray) -> np.ndarray:
+    """Predicted accuracy clipped to [0, 1]: what a linear predictor can say of an accuracy."""
+    return np.clip(values, 0.0, 1.0)
+
+
 @dataclass
 class AccuracyPredictor:
     """A fitted linear model ``accuracy ~ intercept + sum_i coef_i * feature_i``."""
@@ -63,7 +68,11 @@ class AccuracyPredictor:
         return [lookup[i] * weights.get(f"nsr_{i}", 0.0) for i in range(space.num_slots)]
 
     def genome_predictor(self, nsr_table: pd.DataFrame, space: SearchSpace):
-        """A vectorised ``fn(G) -> accuracy`` over integer genomes (thousands per millisecond)."""
+        """A vectorised ``fn(G) -> accuracy`` over integer genomes (thousands per millisecond).
+
+        The linear fit can leave [0, 1] far from its labels; predictions are clipped there (``clip_accuracy``),
+        a non-decreasing map that keeps the ranking.
+        """
         if set(self.features) - set(nsr_columns(space.num_slots)):
             raise ValueError("genome prediction needs a predictor fitted on NSR features only")
         contrib, dims = self.nsr_lookup(nsr_table, space), _option_dims(space)
@@ -74,7 +83,7 @@ class AccuracyPredictor:
             for i, (table, shape) in enumerate(zip(contrib, dims)):
                 genes = genomes[:, i * len(shape):(i + 1) * len(shape)]
                 total += table[np.ravel_multi_index(genes.T, shape)]
-            return total
+            return clip_accuracy(total)
 
         return predict
 

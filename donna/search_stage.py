@@ -16,7 +16,7 @@ import pandas as pd
 
 from blocks import Arch, SearchSpace
 from donna.config import SearchConfig
-from donna.predictor import AccuracyPredictor
+from donna.predictor import AccuracyPredictor, clip_accuracy
 from donna.runfolder import RunFolder, fingerprint, save_config
 from latency import LatencyError, LatencyEstimator, LatencyTable, MeasuredLatency, build_latency_table
 from latency.cache import file_sha256
@@ -162,8 +162,10 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
                              progress=progress, hv_reference=reference)
     predicted = table.predict_genomes(np.stack([space.encode(a) for a in result.archs]), space)
     if measure_here:
+        # the margin is the measurement's own noise: a member is chosen only when the upper end of the 95% CI
+        # of its median meets the target, so the delivered model's re-measurement rarely lands above it
         return finalize_search(out, result, cfg.target_ms, measure=_front_measure(result, cfg, measured, predicted),
-                               progress=progress)
+                               latency_column="measured_ms_ci_high", progress=progress)
     outputs = finalize_search(out, result, cfg.target_ms, measure=None, progress=progress)
     chosen = [result.archs[i] for i in front_to_measure(result, cfg, predicted) or range(len(result.archs))]
     print(f"selected on predicted latency (not measured here); measure the front on the {cfg.latency_device} "
@@ -190,7 +192,8 @@ def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPre
     cal = table.calibration
     ms = [[cal.scale * table.block_ms(i, o) for o in space.options(i)] for i in range(space.num_slots)]
     fixed = cal.apply(table.fixed_ms)
-    return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept),
+    return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept,
+                     transform=clip_accuracy),
             Additive(slot_tables_from_lookup(genes, codes, ms), fixed))
 
 

@@ -75,3 +75,15 @@ def test_incomplete_nsr_table_is_refused():
     predictor = AccuracyPredictor(features=nsr_columns(5), coef=[0.1] * 5, intercept=0.0, alpha=1.0)
     with pytest.raises(ValueError, match="no score for slot 0"):
         predictor.genome_predictor(table, space)
+
+
+def test_genome_predictions_are_clipped_to_accuracies():
+    space = get_space("mbconv-tiny")
+    table = _fake_nsr_table(space)
+    genomes = np.stack([space.encode(a) for a in space.sample_many(50, seed=0)])
+    for intercept, bound in ((5.0, 1.0), (-5.0, 0.0)):
+        predictor = AccuracyPredictor(features=nsr_columns(5), coef=[-0.1] * 5, intercept=intercept, alpha=1.0)
+        assert np.all(predictor.genome_predictor(table, space)(genomes) == bound)
+    middle = AccuracyPredictor(features=nsr_columns(5), coef=[-0.1] * 5, intercept=0.5, alpha=1.0)
+    values = middle.genome_predictor(table, space)(genomes)
+    assert np.all((values > 0) & (values < 1)) and len(np.unique(values)) > 1
