@@ -42,7 +42,7 @@ class TeacherConfig:
     source: str | None = None  # None: train the space's reference; else torchvision name, .pt checkpoint,
     # preset name, architecture string or IR .json file
     weights: str | None = None  # weights file of a torchvision teacher (never downloaded)
-    epochs: int = 4  # epochs when the teacher is trained here
+    epochs: int = 6  # epochs when the teacher is trained here
     lr: float = 4e-3  # peak learning rate (AdamW, warm-up then cosine)
     weight_decay: float = 5e-4  # AdamW weight decay
     batch_size: int = 64  # training batch size
