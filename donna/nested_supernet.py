@@ -147,6 +147,13 @@ def _check_option(options: list[BlockSpec], spec: BlockSpec, slot: int) -> None:
                          f"(e.g. {options[0]} ... {options[-1]})")
 
 
+def teacher_stage(block: nn.Module) -> nn.Module:
+    """The ``BlockStage`` inside a teacher's slot module (``cut_teacher`` wraps each slot in a Sequential)."""
+    while isinstance(block, nn.Sequential) and not isinstance(block, BlockStage) and len(block) == 1:
+        block = block[0]
+    return block
+
+
 class _SlotModule(nn.Module):
     """What both slot modules share: the slot's options and the active option ``forward`` runs."""
 
@@ -163,6 +170,7 @@ class _SlotModule(nn.Module):
 
     def teacher_option(self, block: nn.Module) -> BlockSpec | None:
         """The option ``block`` (a teacher's slot module) is built as, or None when it is none of them."""
+        block = teacher_stage(block)
         spec = getattr(block, "spec", None)
         return spec if isinstance(block, BlockStage) and spec in self.options else None
 
@@ -218,7 +226,7 @@ class SlotSupernet(_SlotModule):
         if spec is None or spec.type not in self.stages:
             return False
         cin = self.in_channels
-        for layer, sup in zip(block, self.stages[spec.type]):
+        for layer, sup in zip(teacher_stage(block), self.stages[spec.type]):
             sup.copy_from(layer, layer_choice(spec, cin))
             cin = spec.out_channels
         return True

@@ -49,6 +49,8 @@ def test_done_library_is_skipped(built, space, digits16):
     library = run_bkd(BKD, space, built["teacher"], digits16, workdir, progress=False)
     assert (workdir / "library/slot0.pt").stat().st_mtime_ns == stamp
     assert isinstance(library, BlockLibrary) and library.has_slot(1)
+    # the tiny teacher is the space's reference, so every slot started from its block (BKDConfig.init)
+    assert all(library.manifest(s)["init"] == "teacher" for s in range(space.num_slots))
 
 
 def test_other_settings_in_the_same_run_folder_fail_and_overwrite_nothing(built, space, digits16):

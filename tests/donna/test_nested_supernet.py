@@ -110,3 +110,17 @@ def test_teacher_initialisation_skips_blocks_that_are_no_option():
     state = {k: v.clone() for k, v in net.state_dict().items()}
     assert not net.load_teacher(torch.nn.Conv2d(3, 3, 1))
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+
+
+def test_a_cut_teacher_of_the_space_initialises_every_slot():
+    from blocks import build_model
+    from blocks.teachers import cut_teacher
+
+    space = tiny_space()
+    teacher = cut_teacher(build_model(space.reference()), space).eval()
+    for slot in range(space.num_slots):
+        net = SlotSupernet(space, slot)
+        assert net.load_teacher(teacher.blocks[slot]), slot
+        net.eval()
+        x = torch.randn(2, *space.slot_input_shape(slot))
+        assert torch.allclose(net(x, space.options(slot)[-1]), teacher.blocks[slot](x), atol=1e-5)
