@@ -117,7 +117,8 @@ class BKDConfig(_Section):
     random_per_step: int = _meta(2, ge=0)  # sandwich: uniformly sampled options trained beside the largest and the
     # smallest
     epochs: int = _meta(2, ge=1)  # passes over the training split (DNA: 20 per stage on ImageNet)
-    lr: float = _meta(3e-3, gt=0.0)  # Adam learning rate (DNA: 2e-3 to 5e-3)
+    lr: float = _meta(1e-3, gt=0.0)  # Adam learning rate (DNA: 2e-3 to 5e-3 from scratch; 1e-3 keeps the
+    # teacher-started option near the teacher)
     weight_decay: float = _meta(1e-4, ge=0.0)  # Adam (L2) weight decay, as DNA
     lr_decay: float = _meta(0.9, gt=0.0, le=1.0)  # learning rate factor applied after every epoch, as DNA
     batch_size: int = _meta(64, ge=1)  # training batch size
