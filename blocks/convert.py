@@ -93,7 +93,11 @@ def arch_to_json(arch: Arch, path: str | Path | None = None, extra: dict[str, An
 
 
 def arch_from_json(source: str | Path) -> Arch:
-    """Reads an ``Arch`` from a JSON file or JSON text, with errors that name the file."""
+    """Reads an ``Arch`` from a JSON file or JSON text, with errors that name the file.
+
+    Files that carry an architecture under ``"ir"`` (a search's ``selected.json`` and front members) are
+    accepted wherever an architecture file is.
+    """
     text, origin = str(source), "text"
     if isinstance(source, Path) or not text.lstrip().startswith("{"):
         path = Path(source)
@@ -104,6 +108,8 @@ def arch_from_json(source: str | Path) -> Arch:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise ValueError(f"{origin}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if isinstance(data, dict) and "schema_version" not in data and isinstance(data.get("ir"), dict):
+        data = data["ir"]  # selected.json / a front member: the architecture is its "ir"
     try:
         return arch_from_dict(data)
     except ValueError as err:

@@ -72,6 +72,18 @@ class DataSplits:
                 "test": len(self.test), "num_classes": self.num_classes, "input_size": self.input_size,
                 "in_channels": self.in_channels}
 
+    def preprocessing(self) -> dict[str, Any]:
+        """What a deployed model expects of an image: size, channels, scaling, per-channel mean and std."""
+        split = self.train
+        while isinstance(split, Subset):
+            split = split.dataset
+        mean, std = (getattr(split, name, None) for name in ("mean", "std"))
+        return {"input_size": self.input_size, "in_channels": self.in_channels, "layout": "NCHW",
+                "resize": f"{self.input_size}x{self.input_size}", "scale": "pixel / 255",
+                "mean": None if mean is None else [round(float(v), 6) for v in mean.flatten()],
+                "std": None if std is None else [round(float(v), 6) for v in std.flatten()],
+                "formula": "(pixel / 255 - mean) / std, per channel"}
+
 
 def split_labels(split: Dataset) -> np.ndarray:
     """The integer labels of a split, in order."""

@@ -148,6 +148,8 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
     arch.to_json(folder.arch_json)
     shape = (arch.in_channels, arch.input_size, arch.input_size)
     onnx_path = export_onnx(model, shape, path=folder.model_onnx, cache_dir=RunFolder(workdir).exports)
+    deploy = {"preprocessing": data.preprocessing(), "classes": list(data.classes)}
+    annotate_onnx(onnx_path, deploy)
     params, macs = count_params_macs(model, shape)
     metrics = {
         "key": arch.key, "arch": arch.to_string(), "init": cfg.init, "epochs": cfg.epochs,
@@ -158,6 +160,7 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
         **_measure(onnx_path, cfg.latency_device, unreachable, workdir, out),
         "latency_device": cfg.latency_device, "params": params, "macs": macs, "train_seconds": seconds,
         "history": asdict(history), **check_onnx_top1(onnx_path, model, data.test), "fingerprint": fp,
+        **deploy,
     }
     metrics.update(target_verdict(workdir, metrics))
     save_config(workdir, "finetune", asdict(cfg))  # recorded once the stage has a result (a failure changes nothing)
@@ -167,6 +170,16 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
     _plot_curve(history, folder.curve_png, arch.key)
     atomic_write_text(folder.report_md, render_report(metrics))
     return {**metrics, "out": str(out)}
+
+
+def annotate_onnx(path: Path, info: dict[str, Any]) -> None:
+    """Writes ``info`` (preprocessing, class names) into the ONNX model's metadata, one JSON value per key, so
+    the model file alone says how to feed it and what its outputs mean."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {k: json.dumps(v) for k, v in info.items()})
+    atomic_save(path, lambda p: onnx.save(model, str(p)))
 
 
 def finetune_fingerprint(workdir: Path, arch: Arch, cfg: FinetuneConfig) -> str:

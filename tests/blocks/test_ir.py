@@ -127,3 +127,16 @@ def test_sizes_beyond_the_limits_are_refused_before_building():
     with pytest.raises(ValueError, match="expansion nan"):
         BlockSpec(type="ir", kernel=3, stride=1, out_channels=16, expansion=float("nan"))
     BlockSpec(type="ir", kernel=LIMITS["kernel"], stride=1, out_channels=16, depth=LIMITS["depth"])  # at the limit
+
+
+def test_a_selected_json_is_accepted_wherever_an_architecture_file_is(tmp_path):
+    from blocks import resolve_arch
+
+    arch = get_space("mbconv-tiny").sample(3)
+    selected = tmp_path / "selected.json"
+    selected.write_text(json.dumps({"key": arch.key, "predicted_accuracy": 0.8, "ir": arch.to_dict()}))
+    assert Arch.from_json(selected) == arch and resolve_arch(str(selected)) == arch
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"key": arch.key, "ir": "not an architecture"}))
+    with pytest.raises(ValueError, match="other.json"):
+        Arch.from_json(other)

@@ -75,6 +75,12 @@ def test_finetune_exports_onnx_that_agrees_with_torch(run):
     assert metrics["onnx_torch_top1_agreement"] == 1.0
     assert metrics["examples"] > 100 and metrics["measured_ms"] > 0
     assert metrics["target_ms"] == 100.0 and metrics["target_met"] is (metrics["measured_ms"] <= 100.0)
+    assert metrics["measured_in"] == "fresh process" and metrics["classes"] == [str(i) for i in range(10)]
+    assert metrics["preprocessing"]["mean"] and metrics["preprocessing"]["input_size"] == 16
+    import onnx
+
+    props = {p.key: json.loads(p.value) for p in onnx.load(metrics["out"] + "/model.onnx").metadata_props}
+    assert props == {"preprocessing": metrics["preprocessing"], "classes": metrics["classes"]}
     out = workdir / "finetune" / metrics["key"]
     for name in ("model.pt", "model.onnx", "metrics.json", "report.md", "curve.png"):
         assert (out / name).is_file(), name
