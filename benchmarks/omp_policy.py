@@ -1,4 +1,4 @@
-"""Training-step speed of the reference member under OpenMP wait policies, on a quiet and on a busy machine.
+"""Training-step speed of the reference member under OpenMP wait policies and memory layouts, quiet and busy.
 
 Each setting runs in a fresh process (the policy is read when OpenMP starts). "busy" starts one
 ``yes > /dev/null`` per core for the duration of the measurement. Prints a table; the figures move with
@@ -15,6 +15,8 @@ import subprocess
 import sys
 
 SETTINGS = {"PASSIVE (what `donna` sets)": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "PASSIVE, channels-first weights": {"OMP_WAIT_POLICY": "PASSIVE", "LAYOUT": "contiguous_format"},
+            "unset, channels-first weights": {"LAYOUT": "contiguous_format"},
             "unset (libgomp default spin)": {},
             "GOMP_SPINCOUNT=1000": {"GOMP_SPINCOUNT": "1000"},
             "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
@@ -24,9 +26,14 @@ STEP = """
 import sys, time, torch
 from blocks import build_model, get_space
 torch.set_num_threads({threads})
-m = build_model(get_space("mbconv-tiny").with_classes(36).reference())
+import os
+layout = getattr(torch, os.environ.get("LAYOUT", "channels_last"))  # blocks build channels-last; the old layout
+m = build_model(get_space("mbconv-tiny").with_classes(36).reference()).to(memory_format=layout)
 opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
 x, y = torch.randn({batch}, 3, 32, 32), torch.randint(0, 36, ({batch},))
+if layout is torch.contiguous_format:  # the blocks' forward makes inputs channels-last; undo it for the old layout
+    import blocks.layers
+    blocks.layers.to_channels_last = lambda t: t
 def step():
     loss = torch.nn.functional.cross_entropy(m(x), y); opt.zero_grad(); loss.backward(); opt.step()
 for _ in range(3): step()

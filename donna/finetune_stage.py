@@ -221,18 +221,12 @@ def target_verdict(workdir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
 
 def next_passing(workdir: Path, key: str, target_ms: float) -> str | None:
     """The most accurate measured front member other than ``key`` whose CI's upper end meets ``target_ms``."""
-    best: tuple[float, str] | None = None
-    for folder in RunFolder(workdir).searches():
-        if not folder.pareto_csv.is_file():
-            continue
-        rows = pd.read_csv(folder.pareto_csv)
-        if not {"key", "measured_ms_ci_high", "predicted_accuracy"} <= set(rows.columns):
-            continue
-        ok = rows[(rows["key"] != key) & (rows["measured_ms_ci_high"] <= target_ms)]
-        for _, row in ok.iterrows():
-            if best is None or row["predicted_accuracy"] > best[0]:
-                best = (float(row["predicted_accuracy"]), str(row["key"]))
-    return best[1] if best else None
+    columns = ["key", "measured_ms_ci_high", "predicted_accuracy"]
+    fronts = [pd.read_csv(f.pareto_csv) for f in RunFolder(workdir).searches() if f.pareto_csv.is_file()]
+    rows = pd.concat([f[columns] for f in fronts if set(columns) <= set(f.columns)] or [pd.DataFrame(columns=columns)],
+                     ignore_index=True)
+    ok = rows[(rows["key"] != key) & (rows["measured_ms_ci_high"] <= target_ms)]
+    return None if ok.empty else str(ok.loc[ok["predicted_accuracy"].astype(float).idxmax(), "key"])
 
 
 def _measure(onnx_path: Path, device: str, unreachable: str | None, workdir: Path, out: Path) -> dict[str, Any]:

@@ -222,11 +222,12 @@ class SlotSupernet(_SlotModule):
         trained full network): its weights fill that option's slice, so the option reproduces the teacher's
         block and every smaller option begins from its centre kernels and first channels. False when ``block``
         is not an option of this slot (e.g. a torchvision teacher); nothing changes then."""
+        block = teacher_stage(block)
         spec = self.teacher_option(block)
         if spec is None or spec.type not in self.stages:
             return False
         cin = self.in_channels
-        for layer, sup in zip(teacher_stage(block), self.stages[spec.type]):
+        for layer, sup in zip(block, self.stages[spec.type]):
             sup.copy_from(layer, layer_choice(spec, cin))
             cin = spec.out_channels
         return True
