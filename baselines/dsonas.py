@@ -45,6 +45,7 @@ from baselines.project import ADAPTATION_DSONAS, project_dsonas
 from baselines.sparsify import StagedSparsification
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
+from common.device import make_optimizer
 from search.registry import register_searcher
 from search.spec import Schedule
 
@@ -187,8 +188,8 @@ class DSONASSearcher(SupernetSearcher):
         block_costs = [slot_cost_matrix(space, i, s.ops, cost) for i, s in enumerate(model.net.slots)]
         path_costs = [layer_costs(c, s.depths) for c, s in zip(block_costs, model.net.slots)]
         gammas = penalty_weights(path_costs, cfg.gamma, cfg.budget_aware)
-        w_opt = torch.optim.SGD(model.weight_parameters(), cfg.w_lr, momentum=cfg.w_momentum,
-                                weight_decay=cfg.w_weight_decay, nesterov=True)
+        w_opt = make_optimizer(torch.optim.SGD, model.weight_parameters(), cfg.w_lr, momentum=cfg.w_momentum,
+                               weight_decay=cfg.w_weight_decay, nesterov=True)
         l_opt = APGNAG([{"params": [lam], "gamma": g.to(device)} for lam, g in zip(model.lambdas, gammas)],
                        lr=self.lambda_lr, gamma=cfg.gamma, momentum=cfg.lambda_momentum, grad_clip=cfg.grad_clip)
         return model, w_opt, l_opt, block_costs, gammas, unit

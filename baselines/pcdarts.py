@@ -41,6 +41,7 @@ from baselines.mixed_supernet import SuperNet
 from baselines.project import ADAPTATION_PCDARTS, project_pcdarts
 from blocks.ir import Arch
 from blocks.spaces import SearchSpace
+from common.device import make_optimizer
 from search.registry import register_searcher
 from search.spec import Schedule
 
@@ -194,8 +195,8 @@ class PCDartsSearcher(SupernetSearcher):
         cfg = self.config
         model = PCDartsNet(space, cfg.partial_k, cfg.init_scale).to(device)
         model.net.set_memory_options(checkpointing=cfg.checkpointing)
-        w_opt = torch.optim.SGD(model.weight_parameters(), cfg.w_lr, momentum=cfg.w_momentum,
-                                weight_decay=cfg.w_weight_decay)
+        w_opt = make_optimizer(torch.optim.SGD, model.weight_parameters(), cfg.w_lr, momentum=cfg.w_momentum,
+                               weight_decay=cfg.w_weight_decay)
         a_opt = torch.optim.Adam(model.arch_parameters(), cfg.arch_lr, betas=tuple(cfg.arch_betas),
                                  weight_decay=cfg.arch_weight_decay)
         return model, w_opt, a_opt

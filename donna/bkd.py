@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from blocks import BlockSpec, SearchSpace, init_weights
 from blocks.teachers import TeacherParts
 from common.batching import batches
-from common.device import set_threads, torch_device, torch_threads
+from common.device import make_optimizer, set_threads, torch_device, torch_threads
 from common.fileio import atomic_save
 from donna.config import BKDConfig
 from donna.data import DataSplits, TensorSplit, shifted_copy
@@ -124,7 +124,8 @@ class SlotTrainer:
         self.from_teacher = cfg.init == "teacher" and teacher_block is not None and \
             self.module.load_teacher(copy.deepcopy(teacher_block).cpu())
         self.module.to(device).train()
-        self.opt = torch.optim.Adam(self.module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = make_optimizer(torch.optim.Adam, self.module.parameters(), lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.ExponentialLR(self.opt, gamma=cfg.lr_decay)
         self.epoch, self.history, self.seconds = 0, [], 0.0
         self._resume()

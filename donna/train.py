@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from common.batching import index_batches, take
-from common.device import torch_device
+from common.device import make_optimizer, torch_device
 from common.fileio import atomic_save
 
 
@@ -143,9 +143,9 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
 
 def _optimizer(params: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
+        return make_optimizer(torch.optim.SGD, params, lr=cfg.lr, momentum=0.9, nesterov=True)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr)
+        return make_optimizer(torch.optim.AdamW, params, lr=cfg.lr)
     raise ValueError(f"optimizer {cfg.optimizer!r} is not one of: sgd, adamw")
 
 
