@@ -255,6 +255,8 @@ class FinetuneConfig(_Section):
     recalibrate: str = _meta("network", choices=("network", "blocks"))  # bkd init: network re-estimates the
     # assembled net's BatchNorm; blocks: ablation
     recal_batches: int = _meta(8, ge=1)  # training batches of that recalibration
+    dynamic_batch: bool = _meta(False, result=False)  # model.onnx with a symbolic batch dimension (latency is still
+    # measured at batch 1); a finished finetune is re-exported, not retrained
 
     def train_config(self) -> Any:
         """The training recipe (a ``donna.train.TrainConfig``)."""
