@@ -116,9 +116,11 @@ def _loaded_teacher(cfg: TeacherConfig, kind: str, space: SearchSpace, data: Dat
     found = classifier_of(model)
     classes = found[1].out_features if found else space.num_classes
     if classes == space.num_classes:
+        if info is not None and info.get("adapted"):
+            raise _other_teacher(workdir, info)  # the file changed: this run's teacher was adapted from another
         return _cut(model, arch, name, space, file).to(device).eval(), None
-    adapt_fp = fingerprint({"teacher": fp, "file_sha256": file_sha256(file), "classes": classes,
-                            "adapt": cfg.adapt_settings()})
+    sha = file_sha256(file)
+    adapt_fp = fingerprint({"teacher": fp, "file_sha256": sha, "classes": classes, "adapt": cfg.adapt_settings()})
     if info is not None and (info.get("adapted") or {}).get("fingerprint") != adapt_fp:
         raise _other_teacher(workdir, info)  # the weights file or the adapting finetune changed
     path = RunFolder(workdir).teacher_pt
@@ -133,7 +135,7 @@ def _loaded_teacher(cfg: TeacherConfig, kind: str, space: SearchSpace, data: Dat
     parts = _cut(model, arch, name, space, file)  # fails early, before training, when the teacher does not fit
     adapted = _adapt(cfg, model, head, data, workdir, device, adapt_fp, progress)
     adapted.update(kind=kind, from_classes=classes, to_classes=space.num_classes, classes=list(data.classes),
-                   file_sha256=file_sha256(file))
+                   file_sha256=sha)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     network = {"arch": arch.to_dict()} if arch is not None else {"torchvision": name, "num_classes": space.num_classes}
     atomic_save(path, lambda p: torch.save({"format": TEACHER_FORMAT, **network, "fingerprint": adapt_fp,
