@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from blocks.spaces import SearchSpace
 
 ARCH_KEYS = ("schema_version", "input_size", "in_channels", "num_classes", "stem", "blocks", "head", "key",
-             "space", "provenance", "params", "macs")
+             "space", "provenance", "params", "macs", "preprocessing", "classes")  # the last four: annotations
 _TOKEN_RE = {
     "depth": re.compile(r"^d(\d+)$"), "kernel": re.compile(r"^k(\d+)$"),
     "stride": re.compile(r"^s(\d+)$"), "expansion": re.compile(r"^e(\d+(?:\.\d+)?)$"),
@@ -55,7 +55,8 @@ def arch_to_dict(arch: Arch) -> dict[str, Any]:
 
 
 def arch_from_dict(data: dict[str, Any]) -> Arch:
-    """Reads a dict written by ``arch_to_dict`` (``params``/``macs`` annotations are ignored)."""
+    """Reads a dict written by ``arch_to_dict`` (annotations are ignored: ``params``/``macs``, and the
+    ``preprocessing``/``classes`` of a delivered model's ``arch.json``)."""
     _check_keys(data, ARCH_KEYS, "Arch")
     version = data.get("schema_version")
     if not isinstance(version, int):

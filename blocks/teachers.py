@@ -159,3 +159,32 @@ def torchvision_teacher(name: str, space: SearchSpace, weights: str | Path | Non
     """Loads torchvision ``name`` from a local weights file and cuts it for ``space``."""
     model = load_torchvision_model(name, weights, num_classes=space.num_classes)
     return cut_teacher(model, space, name)
+
+
+def classifier_of(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The classifier of ``model`` (its last ``nn.Linear``) and its qualified name; None when it has none."""
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return found[-1] if found else None
+
+
+def replace_classifier(model: nn.Module, num_classes: int, seed: int) -> str:
+    """Gives ``model`` a new classifier for ``num_classes`` classes, in place; returns the layer's qualified name.
+
+    The new layer's weights are drawn from ``seed`` alone (normal, sd 0.01; zero bias, as torchvision and our
+    builder initialise classifiers), so the same seed gives the same layer.
+
+    Raises:
+        ValueError: ``model`` has no linear classifier.
+    """
+    found = classifier_of(model)
+    if found is None:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear classifier to replace for {num_classes} classes")
+    name, old = found
+    parent, _, attr = name.rpartition(".")
+    generator = torch.Generator().manual_seed(seed)
+    new = nn.Linear(old.in_features, num_classes)
+    with torch.no_grad():
+        new.weight.copy_(torch.randn(new.weight.shape, generator=generator) * 0.01)
+        new.bias.zero_()
+    setattr(model.get_submodule(parent), attr, new.to(device=old.weight.device, dtype=old.weight.dtype))
+    return name

@@ -100,8 +100,22 @@ class TeacherConfig(_Section):
     batch_size: int = _meta(64, ge=1)  # training batch size
     label_smoothing: float = _meta(0.1, ge=0.0, le=1.0)  # cross-entropy label smoothing
     seed: int = _seed()  # seed of the initialisation and the batch order
+    adapt_epochs: int = _meta(2, ge=1)  # epochs of the short finetune that fits a loaded teacher (weights file or
+    # .pt) whose classifier has another class count to the data set, after a new classifier replaces its own
+    adapt_lr: float = _meta(1e-3, gt=0.0)  # peak learning rate of the new classifier in that finetune (AdamW,
+    # warm-up then cosine)
+    adapt_backbone_lr_scale: float = _meta(0.1, ge=0.0, le=1.0)  # learning rate of the loaded layers in that
+    # finetune, as a share of adapt_lr (0 trains only the new classifier)
     train_device: str = _train_device()  # auto (CUDA when available), cpu or cuda[:N]
     threads: int | None = _meta(None, ge=1, result=False)  # torch CPU threads (None: the cores this process may use)
+
+    def adapt_settings(self) -> dict[str, Any]:
+        """The fields of the adapting finetune (in its key only when a teacher is adapted)."""
+        return {k: v for k, v in self.fingerprint().items() if k.startswith("adapt_")}
+
+    def train_settings(self) -> dict[str, Any]:
+        """The fields that change a teacher trained here (the adapting finetune's are not among them)."""
+        return {k: v for k, v in self.fingerprint().items() if not k.startswith("adapt_")}
 
 
 @dataclass
@@ -241,6 +255,8 @@ class FinetuneConfig(_Section):
     recalibrate: str = _meta("network", choices=("network", "blocks"))  # bkd init: network re-estimates the
     # assembled net's BatchNorm; blocks: ablation
     recal_batches: int = _meta(8, ge=1)  # training batches of that recalibration
+    dynamic_batch: bool = _meta(False, result=False)  # model.onnx with a symbolic batch dimension (latency is still
+    # measured at batch 1); a finished finetune is re-exported, not retrained
 
     def train_config(self) -> Any:
         """The training recipe (a ``donna.train.TrainConfig``)."""

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from blocks import Arch, SearchSpace, count_params_macs
+from blocks.convert import arch_to_json
 from blocks.teachers import TeacherParts
 from common.device import torch_device
 from common.fileio import atomic_save, atomic_write_text
@@ -127,7 +128,6 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
     exported and checked; the report says "not measured here" and gives the ``latency bench`` command to run
     on the device machine.
     """
-    from latency import export_onnx
     from latency.devices import unreachable_reason
 
     workdir, cfg = Path(workdir), cfg or FinetuneConfig()
@@ -138,6 +138,8 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
     out = folder.root
     done = read_json(folder.metrics_json)
     if done is not None and done.get("fingerprint") == fp and folder.model_onnx.is_file():
+        if bool(done.get("dynamic_batch")) != cfg.dynamic_batch:  # only the export changes: not retrained
+            done = _reexport(folder, arch, data, cfg, workdir, done)
         return {**done, "out": str(out), "skipped": True}  # finished with these inputs: nothing is redone
     unreachable = unreachable_reason(cfg.latency_device)  # checked before training: a profile typo fails now
     start = time.perf_counter()
@@ -145,11 +147,10 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
     model, history = finetune_model(arch, cfg, workdir, data, teacher, space, out, progress)
     seconds = time.perf_counter() - start
     atomic_save(folder.model_pt, lambda p: torch.save(model.state_dict(), p))
-    arch.to_json(folder.arch_json)
+    deploy = deployment(data)
+    arch_to_json(arch, folder.arch_json, extra=deploy)
+    onnx_path = deliver_onnx(folder, arch, model, deploy, cfg.dynamic_batch, RunFolder(workdir).exports)
     shape = (arch.in_channels, arch.input_size, arch.input_size)
-    onnx_path = export_onnx(model, shape, path=folder.model_onnx, cache_dir=RunFolder(workdir).exports)
-    deploy = {"preprocessing": data.preprocessing(), "classes": list(data.classes)}
-    annotate_onnx(onnx_path, deploy)
     params, macs = count_params_macs(model, shape)
     metrics = {
         "key": arch.key, "arch": arch.to_string(), "init": cfg.init, "epochs": cfg.epochs,
@@ -160,7 +161,7 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
         **_measure(onnx_path, cfg.latency_device, unreachable, workdir, out),
         "latency_device": cfg.latency_device, "params": params, "macs": macs, "train_seconds": seconds,
         "history": asdict(history), **check_onnx_top1(onnx_path, model, data.test), "fingerprint": fp,
-        **deploy,
+        "dynamic_batch": cfg.dynamic_batch, **deploy,
     }
     metrics.update(target_verdict(workdir, metrics))
     save_config(workdir, "finetune", asdict(cfg))  # recorded once the stage has a result (a failure changes nothing)
@@ -170,6 +171,40 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
     _plot_curve(history, folder.curve_png, arch.key)
     atomic_write_text(folder.report_md, render_report(metrics))
     return {**metrics, "out": str(out)}
+
+
+def deployment(data: DataSplits) -> dict[str, Any]:
+    """What a deployed model needs besides its weights: the preprocessing of its input and its class names (in
+    ``arch.json``, ``metrics.json`` and the ONNX metadata)."""
+    return {"preprocessing": data.preprocessing(), "classes": list(data.classes)}
+
+
+def deliver_onnx(folder: FinetuneFolder, arch: Arch, model: torch.nn.Module, deploy: dict[str, Any],
+                 dynamic_batch: bool, cache_dir: Path) -> Path:
+    """Writes ``model.onnx`` (batch 1, or a symbolic batch dimension with ``dynamic_batch``) with ``deploy`` in
+    its metadata."""
+    from latency import export_onnx
+
+    shape = (arch.in_channels, arch.input_size, arch.input_size)
+    path = export_onnx(model, shape, path=folder.model_onnx, cache_dir=cache_dir, dynamic_batch=dynamic_batch)
+    annotate_onnx(path, deploy)
+    return path
+
+
+def _reexport(folder: FinetuneFolder, arch: Arch, data: DataSplits, cfg: FinetuneConfig, workdir: Path,
+              done: dict[str, Any]) -> dict[str, Any]:
+    """A finished finetune's ``model.onnx`` exported again from ``model.pt`` with the batch ``cfg`` asks for,
+    checked against torch again; returns the updated metrics."""
+    from blocks import build_model
+
+    model = build_model(arch)
+    model.load_state_dict(torch.load(folder.model_pt, map_location="cpu", weights_only=True))
+    model.eval()
+    path = deliver_onnx(folder, arch, model, deployment(data), cfg.dynamic_batch, RunFolder(workdir).exports)
+    done = {**done, **check_onnx_top1(path, model, data.test), "dynamic_batch": cfg.dynamic_batch}
+    write_json(folder.metrics_json, done)
+    atomic_write_text(folder.report_md, render_report(done))
+    return done
 
 
 def annotate_onnx(path: Path, info: dict[str, Any]) -> None:
@@ -322,5 +357,6 @@ def render_report(m: dict[str, Any]) -> str:
         f"- {m['epochs']} epochs from {m['init']} initialisation in {m['train_seconds']:.0f} s",
         f"- ONNX Runtime agrees with torch on top-1 for {m['onnx_torch_top1_agreement']:.2%} of the "
         f"{m['examples']} test images (ONNX test accuracy {m['onnx_test_accuracy']:.4f})",
-        "- files: model.pt (state_dict), model.onnx, arch.json, metrics.json, curve.png", "",
+        f"- files: model.pt (state_dict), model.onnx (batch {'dynamic' if m.get('dynamic_batch') else 1}), "
+        "arch.json (with preprocessing and class names), metrics.json, curve.png", "",
         "![training curve](curve.png)", ""])

@@ -2,12 +2,15 @@
 
 By default the space's reference architecture (its largest options) is trained on the data set and cached in
 the run folder as ``teacher.pt`` (arch + weights) and ``teacher.json`` (what it is, its val accuracy). Every
-teacher is cut into stem / block slots / head aligned with the space (``blocks.teachers.cut_teacher``).
+teacher is cut into stem / block slots / head aligned with the space (``blocks.teachers.cut_teacher``). A loaded
+teacher whose classifier has another class count than the data set gets a new classifier and a short finetune
+on the run's train split, cached as ``teacher.pt`` and recorded under ``adapted`` in ``teacher.json``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from blocks import Arch, SearchSpace, build_model, resolve_arch
-from blocks.teachers import TORCHVISION_CUTTERS, TeacherParts, cut_teacher, torchvision_teacher
+from blocks.teachers import (
+    TORCHVISION_CUTTERS,
+    TeacherParts,
+    classifier_of,
+    cut_teacher,
+    load_torchvision_model,
+    replace_classifier,
+)
 from common.device import torch_device, torch_threads
 from common.fileio import atomic_save
 from donna.assemble import evaluate
@@ -24,6 +34,7 @@ from donna.config import TeacherConfig
 from donna.data import DataSplits
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 from donna.train import TrainConfig, train
+from latency.cache import file_sha256
 
 TEACHER_FORMAT = "donna-teacher-v1"
 
@@ -56,20 +67,26 @@ def _get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workd
     space = space.with_classes(data.num_classes)
     kind, arch = _kind(cfg)
     fp = fingerprint({"kind": kind, "source": cfg.source, "weights": cfg.weights, "data": data.describe(),
-                      "arch": arch.key if arch else None, "train": cfg.fingerprint() if kind == "trained" else None})
+                      "arch": arch.key if arch else None, "train": cfg.train_settings() if kind == "trained" else None})
     info = read_json(RunFolder(workdir).teacher_json)
     if info is not None and info.get("fingerprint") != fp:
-        raise ValueError(f"{workdir} already holds a teacher made with other settings ({info.get('source')}, "
-                         f"data {info.get('data', {}).get('name')}); use a new --workdir for this teacher")
+        raise _other_teacher(workdir, info)
+    adapted = None
     if kind == "trained":
         parts = _trained_teacher(cfg, arch or space.reference(), space, data, workdir, device, fp, progress)
     else:
-        parts = _loaded_teacher(cfg, kind, space).to(device).eval()
+        parts, adapted = _loaded_teacher(cfg, kind, space, data, workdir, device, fp, info, progress)
     if info is None:
         save_config(workdir, "teacher", cfg)
+        described = _describe(cfg, kind, parts, data, device, fp)
         write_json(RunFolder(workdir).teacher_json,  # last: marks it done
-                   _describe(cfg, kind, parts, data, device, fp))
+                   {**described, "adapted": adapted} if adapted else described)
     return parts
+
+
+def _other_teacher(workdir: Path, info: dict[str, Any]) -> ValueError:
+    return ValueError(f"{workdir} already holds a teacher made with other settings ({info.get('source')}, "
+                      f"data {info.get('data', {}).get('name')}); use a new --workdir for this teacher")
 
 
 def _kind(cfg: TeacherConfig) -> tuple[str, Arch | None]:
@@ -83,26 +100,95 @@ def _kind(cfg: TeacherConfig) -> tuple[str, Arch | None]:
     return "trained", resolve_arch(source)
 
 
-def _loaded_teacher(cfg: TeacherConfig, kind: str, space: SearchSpace) -> TeacherParts:
-    if kind != "torchvision":
-        return load_teacher_checkpoint(cfg.source, space)
-    if not cfg.weights:
+def _loaded_teacher(cfg: TeacherConfig, kind: str, space: SearchSpace, data: DataSplits, workdir: Path,
+                    device: torch.device, fp: str, info: dict[str, Any] | None,
+                    progress: bool) -> tuple[TeacherParts, dict[str, Any] | None]:
+    """A torchvision teacher or a checkpoint of ours; one whose classifier has another class count gets a new
+    classifier and a short finetune on the data (``_adapt``), cached as ``teacher.pt``."""
+    if kind == "torchvision" and not cfg.weights:
         raise ValueError(f"teacher {cfg.source!r} needs --teacher-weights FILE (a local torchvision state dict); "
                          "a randomly initialised teacher has nothing to distil")
-    parts = torchvision_teacher(cfg.source, space, cfg.weights)
-    linears = [m for m in parts.head.modules() if isinstance(m, nn.Linear)]
-    if linears and linears[-1].out_features != space.num_classes:
-        raise ValueError(f"{cfg.weights}: the teacher classifies {linears[-1].out_features} classes but the data set "
-                         f"has {space.num_classes}; finetune the teacher on this data set first")
+    file = cfg.weights if kind == "torchvision" else cfg.source
+    if kind == "torchvision":
+        model, arch, name = load_torchvision_model(cfg.source, cfg.weights), None, cfg.source
+    else:
+        model, arch, name = _read_checkpoint(cfg.source)
+    found = classifier_of(model)
+    classes = found[1].out_features if found else space.num_classes
+    if classes == space.num_classes:
+        if info is not None and info.get("adapted"):
+            raise _other_teacher(workdir, info)  # the file changed: this run's teacher was adapted from another
+        return _cut(model, arch, name, space, file).to(device).eval(), None
+    sha = file_sha256(file)
+    adapt_fp = fingerprint({"teacher": fp, "file_sha256": sha, "classes": classes, "adapt": cfg.adapt_settings()})
+    if info is not None and (info.get("adapted") or {}).get("fingerprint") != adapt_fp:
+        raise _other_teacher(workdir, info)  # the weights file or the adapting finetune changed
+    path = RunFolder(workdir).teacher_pt
+    if path.is_file():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt.get("fingerprint") == adapt_fp:
+            return load_teacher_checkpoint(path, space).to(device).eval(), ckpt["adapted"]
+    head = replace_classifier(model, space.num_classes, cfg.seed)
+    if arch is not None:
+        arch = Arch.from_dict({**arch.to_dict(), "num_classes": space.num_classes})
+        model.arch = arch
+    parts = _cut(model, arch, name, space, file)  # fails early, before training, when the teacher does not fit
+    adapted = _adapt(cfg, model, head, data, workdir, device, adapt_fp, progress)
+    adapted.update(kind=kind, from_classes=classes, to_classes=space.num_classes, classes=list(data.classes),
+                   file_sha256=sha)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    network = {"arch": arch.to_dict()} if arch is not None else {"torchvision": name, "num_classes": space.num_classes}
+    atomic_save(path, lambda p: torch.save({"format": TEACHER_FORMAT, **network, "fingerprint": adapt_fp,
+                                            "state_dict": state, "train_seconds": adapted["train_seconds"],
+                                            "adapted": adapted}, p))
+    RunFolder(workdir).teacher_checkpoint(adapt_fp).unlink(missing_ok=True)
+    return parts.to(device).eval(), adapted
+
+
+def _adapt(cfg: TeacherConfig, model: nn.Module, head: str, data: DataSplits, workdir: Path, device: torch.device,
+           adapt_fp: str, progress: bool) -> dict[str, Any]:
+    """Finetunes ``model`` (new classifier ``head``) for ``cfg.adapt_epochs``: the classifier at ``adapt_lr``, the
+    loaded layers at ``adapt_backbone_lr_scale`` times that. Returns what the finetune did and its val accuracy."""
+    model.to(device)
+    before = evaluate(model, data.val, device=device)
+    scale = cfg.adapt_backbone_lr_scale
+    start = time.perf_counter()
+    history = train_classifier(model, data, cfg, device, progress, RunFolder(workdir).teacher_checkpoint(adapt_fp),
+                               epochs=cfg.adapt_epochs, lr=cfg.adapt_lr,
+                               lr_scale=lambda name: 1.0 if name.startswith(head + ".") else scale)
+    return {"fingerprint": adapt_fp, "classifier": head, "epochs": cfg.adapt_epochs, "lr": cfg.adapt_lr,
+            "backbone_lr_scale": scale, "val_accuracy_before": before, "val_accuracy_after": history[-1],
+            "val_accuracy_history": history, "train_seconds": time.perf_counter() - start}
+
+
+def _cut(model: nn.Module, arch: Arch | None, name: str, space: SearchSpace, file: str) -> TeacherParts:
+    try:
+        parts = cut_teacher(model, space, name)
+    except ValueError as err:
+        raise ValueError(f"teacher {str(file)!r} does not fit space {space.name!r}: {err}") from None
+    if arch is not None:
+        parts.arch = arch  # a member of the space: its blocks are the teacher-identical options
     return parts
 
 
 def load_teacher_checkpoint(path: str | Path, space: SearchSpace) -> TeacherParts:
-    """Loads a teacher checkpoint of ours (``teacher.pt``: arch + weights) and cuts it for ``space``.
+    """Loads a teacher checkpoint of ours (``teacher.pt``) and cuts it for ``space``.
 
     Raises:
-        ValueError: the file is missing, does not load, or its network does not fit ``space``.
+        ValueError: the file is missing, does not load, classifies another number of classes than ``space``
+            (``get_teacher`` adapts such a teacher to a data set), or its network does not fit ``space``.
     """
+    model, arch, name = _read_checkpoint(path)
+    found = classifier_of(model)
+    if found is not None and found[1].out_features != space.num_classes:
+        raise ValueError(f"teacher checkpoint {str(path)!r} has {found[1].out_features} classes; the data set has "
+                         f"{space.num_classes} (as --teacher of a run, it is adapted to the data set's classes)")
+    return _cut(model, arch, name, space, str(path))
+
+
+def _read_checkpoint(path: str | Path) -> tuple[nn.Module, Arch | None, str | None]:
+    """The network of a ``teacher.pt`` (our architecture, or a torchvision model adapted here), its ``Arch`` when
+    it has one, and its torchvision name when it is one."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"teacher checkpoint {str(path)!r} does not exist")
@@ -110,21 +196,14 @@ def load_teacher_checkpoint(path: str | Path, space: SearchSpace) -> TeacherPart
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(ckpt, dict) or ckpt.get("format") != TEACHER_FORMAT:
             raise ValueError(f"not a {TEACHER_FORMAT} checkpoint (a teacher.pt written by donna)")
-        arch = Arch.from_dict(ckpt["arch"])
-        model = build_model(arch)
+        arch = Arch.from_dict(ckpt["arch"]) if "torchvision" not in ckpt else None
+        model = build_model(arch) if arch is not None else \
+            load_torchvision_model(ckpt["torchvision"], num_classes=ckpt["num_classes"])
         model.load_state_dict(ckpt["state_dict"])
     except Exception as err:  # unpickling, key and shape errors all mean the same thing to the user
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"teacher checkpoint {str(path)!r} could not be loaded: {reason}") from None
-    if arch.num_classes != space.num_classes:
-        raise ValueError(f"teacher checkpoint {str(path)!r} has {arch.num_classes} classes; the data set has "
-                         f"{space.num_classes}")
-    try:
-        parts = cut_teacher(model, space)
-    except ValueError as err:
-        raise ValueError(f"teacher checkpoint {str(path)!r} does not fit space {space.name!r}: {err}") from None
-    parts.arch = arch  # a member of the space: its blocks are the teacher-identical options
-    return parts
+    return model, arch, ckpt.get("torchvision")
 
 
 def _trained_teacher(cfg: TeacherConfig, arch: Arch, space: SearchSpace, data: DataSplits, workdir: Path,
@@ -154,22 +233,28 @@ def _init_model(arch: Arch, seed: int) -> nn.Module:
 
 
 def train_classifier(model: nn.Module, data: DataSplits, cfg: TeacherConfig, device: torch.device,
-                     progress: bool = True, checkpoint: Path | None = None) -> list[float]:
+                     progress: bool = True, checkpoint: Path | None = None, *, epochs: int | None = None,
+                     lr: float | None = None, lr_scale: Callable[[str], float] | None = None) -> list[float]:
     """Trains ``model`` with AdamW, linear warm-up over a quarter of the run, cosine decay and label smoothing.
+
+    ``epochs`` and ``lr`` default to ``cfg``'s; ``lr_scale`` gives a parameter's share of ``lr`` by its name
+    (``donna.train.train``).
 
     Returns:
         The val accuracy after every epoch. With ``checkpoint``, a killed training resumes from its last epoch.
     """
-    recipe = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adamw", lr=cfg.lr,
-                         weight_decay=cfg.weight_decay, warmup_epochs=cfg.epochs / 4,
+    epochs, lr = epochs or cfg.epochs, lr or cfg.lr
+    recipe = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, optimizer="adamw", lr=lr,
+                         weight_decay=cfg.weight_decay, warmup_epochs=epochs / 4,
                          label_smoothing=cfg.label_smoothing, seed=cfg.seed)
-    bar = tqdm(total=cfg.epochs, desc="teacher", disable=not progress, leave=False)
+    bar = tqdm(total=epochs, desc="teacher", disable=not progress, leave=False)
 
     def on_epoch(epoch: int, loss: float, acc: float) -> None:
         bar.update()
         bar.set_postfix(val_acc=f"{acc:.3f}")
 
-    history = train(model, data.train, data.val, recipe, on_epoch=on_epoch, device=device, checkpoint=checkpoint)
+    history = train(model, data.train, data.val, recipe, on_epoch=on_epoch, device=device, checkpoint=checkpoint,
+                    lr_scale=lr_scale)
     bar.close()
     model.eval()
     return history.val_accuracy

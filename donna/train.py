@@ -91,7 +91,7 @@ def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: TrainConfig,
           teacher_logits: torch.Tensor | None = None, checkpoint: str | Path | None = None,
           on_epoch: Callable[[int, float, float], None] | None = None,
-          device: torch.device | None = None) -> TrainHistory:
+          device: torch.device | None = None, lr_scale: Callable[[str], float] | None = None) -> TrainHistory:
     """Trains ``model`` in place; resumes from ``checkpoint`` when it exists.
 
     Args:
@@ -103,12 +103,12 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         checkpoint: file written atomically after every epoch; an existing one is resumed.
         on_epoch: called as ``on_epoch(epoch, train_loss, val_accuracy)``.
         device: defaults to CUDA when present, else CPU.
+        lr_scale: the factor on the learning rate of each parameter, by its name in ``model.named_parameters()``
+            (e.g. a pretrained backbone slower than a new classifier); default 1 for every parameter.
     """
     device = device or torch_device()
     model.to(device)
-    params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
-    opt = _optimizer(params, cfg)
+    opt = _optimizer(_param_groups(model, cfg.weight_decay, lr_scale), cfg)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history, start = TrainHistory(), 0
@@ -122,7 +122,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         losses = []
         for i, idx in enumerate(index_batches(len(train_set), cfg.batch_size, cfg.seed * 1_000_003 + epoch)):
             for group in opt.param_groups:
-                group["lr"] = _lr_at(epoch * steps_per_epoch + i, total, warmup, cfg.lr)
+                group["lr"] = _lr_at(epoch * steps_per_epoch + i, total, warmup, cfg.lr) * group.get("lr_scale", 1.0)
             x, y = (t.to(device) for t in take(train_set, idx))
             t_logits = teacher_logits[idx].to(device) if teacher_logits is not None else None
             with torch.autocast(device.type, enabled=use_amp):
@@ -139,6 +139,18 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         if on_epoch is not None:
             on_epoch(epoch, history.train_loss[-1], history.val_accuracy[-1])
     return history
+
+
+def _param_groups(model: nn.Module, weight_decay: float, lr_scale: Callable[[str], float] | None) -> list[dict]:
+    """Weight decay on weights (not on biases and norms), one pair of groups per learning-rate factor."""
+    named = list(model.named_parameters())
+    scales = [1.0 if lr_scale is None else float(lr_scale(name)) for name, _ in named]
+    groups = []
+    for scale in sorted(set(scales), reverse=True):
+        for decay in (True, False):
+            params = [p for (_, p), s in zip(named, scales) if s == scale and (p.ndim > 1) == decay]
+            groups.append({"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale})
+    return groups
 
 
 def _optimizer(params: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:

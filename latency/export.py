@@ -1,4 +1,5 @@
-"""Turn an ``Arch``, an ``nn.Module`` or an ``.onnx`` file into a checked, static-shape ONNX file."""
+"""Turn an ``Arch``, an ``nn.Module`` or an ``.onnx`` file into a checked, static-shape ONNX file (or, on request,
+one whose batch dimension is symbolic, for deployment; measurements always fix it)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ EXPORTER_ENV = "LATENCY_ONNX_EXPORTER"
 DEFAULT_EXPORTER = "torchscript"  # ~0.3 s per model here vs ~3 s for "dynamo" (see docs/latency.md)
 OPSETS = {"torchscript": 17, "dynamo": 18}
 INPUT_NAME, OUTPUT_NAME = "input", "output"
+BATCH_DIM = "batch"  # name of the symbolic batch dimension of a dynamic-batch export
 
 
 def exporter_name(exporter: str | None = None) -> str:
@@ -61,20 +63,27 @@ def module_hash(module) -> str:
     return h.hexdigest()[:24]
 
 
-def _torch_export(module, shape: tuple[int, ...], out: Path, exporter: str) -> None:
-    """Export ``module`` at ``shape`` to ``out`` with the chosen exporter, quietly."""
+def _torch_export(module, shape: tuple[int, ...], out: Path, exporter: str, dynamic_batch: bool = False) -> None:
+    """Export ``module`` at ``shape`` to ``out`` with the chosen exporter, quietly; ``dynamic_batch`` makes the
+    first dimension of the input and the output symbolic (``BATCH_DIM``)."""
     import torch
 
     was_training = module.training
     module.eval()
+    if dynamic_batch:  # traced at batch 2: a size-1 example lets an exporter bake the batch in as a constant
+        shape = (2, *shape[1:])
     x = torch.randn(*shape)
     kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=OPSETS[exporter])
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
+                if dynamic_batch:
+                    kwargs["dynamic_shapes"] = ({0: torch.export.Dim(BATCH_DIM, min=1)},)
                 torch.onnx.export(module, (x,), str(out), dynamo=True, external_data=False, **kwargs)
             else:
+                if dynamic_batch:
+                    kwargs["dynamic_axes"] = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}}
                 torch.onnx.export(module, (x,), str(out), dynamo=False, do_constant_folding=True, **kwargs)
     finally:
         module.train(was_training)
@@ -115,10 +124,13 @@ def _fix_shape(model: onnx.ModelProto, shape: tuple[int, ...]) -> None:
 
 
 def _resolve_onnx_file(path: Path, input_shape, cache: ArtifactCache) -> Path:
-    """Check an existing ONNX file; return it, or a cached copy with its dynamic dims fixed."""
+    """Check an existing ONNX file; return it, or a cached copy with its dynamic dims fixed (a model whose only
+    dynamic dimension is the batch is measured at batch 1 without ``input_shape``)."""
     model = _load_model(path)
     current = onnx_input_shape(model)
     want = batch_shape(input_shape, len(current)) if input_shape is not None else None
+    if want is None and len(current) > 1 and all(isinstance(d, int) for d in current[1:]):
+        want = (1, *current[1:])
     if want is not None and len(want) != len(current):
         raise BadModelError(f"input shape {want} does not match {path.name}'s input rank {len(current)} {current}")
     static = all(isinstance(d, int) for d in current)
@@ -141,7 +153,7 @@ def _resolve_onnx_file(path: Path, input_shape, cache: ArtifactCache) -> Path:
 
 
 def export_module(make_module, shape, model_id: str, cache_dir: Path | str | None = None,
-                  exporter: str | None = None) -> Path:
+                  exporter: str | None = None, dynamic_batch: bool = False) -> Path:
     """Export ``make_module()`` through the cache; the module is only built on a cache miss.
 
     Args:
@@ -150,6 +162,7 @@ def export_module(make_module, shape, model_id: str, cache_dir: Path | str | Non
         model_id: names the module's content (e.g. ``"arch:<key>"`` or a block string and its input).
         cache_dir: cache root (default :func:`latency.cache.default_cache_dir`).
         exporter: see :func:`exporter_name`.
+        dynamic_batch: give the exported model a symbolic batch dimension (``shape[0]`` is then ignored).
     """
     import torch
 
@@ -158,24 +171,29 @@ def export_module(make_module, shape, model_id: str, cache_dir: Path | str | Non
 
     parts = {"model": model_id, "shape": list(shape), "exporter": exporter,
              "opset": OPSETS[exporter], "torch": torch.__version__}
+    want = tuple(shape)
+    if dynamic_batch:  # in the key only when asked for: the keys of static exports stay as they were
+        parts["dynamic_batch"] = True
+        want = (BATCH_DIM, *shape[1:])
 
     def make(tmp: Path) -> None:
         try:
-            _torch_export(make_module(), shape, tmp, exporter)
+            _torch_export(make_module(), shape, tmp, exporter, dynamic_batch)
         except Exception as err:  # torch raises many types; the caller gets one line
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise BadModelError(f"ONNX export ({exporter}) of {model_id} failed: {first}") from err
         exported = onnx.load(str(tmp))
         onnx.checker.check_model(exported)
-        if tuple(onnx_input_shape(exported)) != tuple(shape):
-            raise BadModelError(f"exported model has input {onnx_input_shape(exported)}, expected {shape}")
+        if tuple(onnx_input_shape(exported)) != want:
+            raise BadModelError(f"exported model has input {onnx_input_shape(exported)}, expected {want}")
 
     return cache.get_or_make("onnx", parts, ".onnx", make)
 
 
 def export_onnx(model_or_arch_or_path, input_shape=None, path: Path | str | None = None,
-                cache_dir: Path | str | None = None, exporter: str | None = None) -> Path:
-    """Produce a checked ONNX model with a static input shape (batch 1 unless the shape says otherwise).
+                cache_dir: Path | str | None = None, exporter: str | None = None, dynamic_batch: bool = False) -> Path:
+    """Produce a checked ONNX model with a static input shape (batch 1 unless the shape says otherwise), or with
+    a symbolic batch dimension (``dynamic_batch``, for deployment; a latency measurement of it fixes batch 1).
 
     Exports are cached under a key of the model hash (``arch.key`` for an Arch), the shape, the
     exporter and its opset and the torch version, so a second call costs a hash lookup.
@@ -187,27 +205,31 @@ def export_onnx(model_or_arch_or_path, input_shape=None, path: Path | str | None
         path: where to put the result as well (atomically); default: only the cache.
         cache_dir: cache root; default ``$LATENCY_CACHE_DIR`` or ``~/.cache/donna-nas/latency``.
         exporter: ``"torchscript"`` or ``"dynamo"``; default from :func:`exporter_name`.
+        dynamic_batch: export the module or Arch with a symbolic batch dimension named ``BATCH_DIM``.
 
     Returns:
         Path of the ONNX file (``path`` when given).
 
     Raises:
-        BadModelError: missing or corrupt file, missing shape, or a shape that does not match.
+        BadModelError: missing or corrupt file, missing shape, a shape that does not match, or ``dynamic_batch``
+            for an ``.onnx`` file (it is exported as it is).
     """
     cache = ArtifactCache(cache_dir)
     obj = model_or_arch_or_path
+    if isinstance(obj, (str, Path)) and dynamic_batch:
+        raise BadModelError(f"{obj}: dynamic_batch applies to exports from a model or an Arch, not to an .onnx file")
     if isinstance(obj, (str, Path)):
         result = _resolve_onnx_file(Path(obj), input_shape, cache)
     elif is_arch(obj):
         from blocks import build_model
 
         shape = batch_shape(input_shape or (obj.in_channels, obj.input_size, obj.input_size))
-        result = export_module(lambda: build_model(obj), shape, f"arch:{obj.key}", cache, exporter)
+        result = export_module(lambda: build_model(obj), shape, f"arch:{obj.key}", cache, exporter, dynamic_batch)
     else:
         if input_shape is None:
             raise BadModelError("exporting an nn.Module needs input_shape, e.g. (3, 32, 32)")
         result = export_module(lambda: obj, batch_shape(input_shape), f"module:{module_hash(obj)}", cache,
-                               exporter)
+                               exporter, dynamic_batch)
     if path is None:
         return result
     with atomic_path(path, suffix=".onnx") as tmp:

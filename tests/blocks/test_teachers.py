@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from blocks import build_model, get_space
-from blocks.teachers import cut_teacher, load_torchvision_model, torchvision_teacher
+from blocks.teachers import classifier_of, cut_teacher, load_torchvision_model, replace_classifier, torchvision_teacher
 
 
 def test_efficientnet_b0_aligns_with_imagenet_space_and_keeps_its_output():
@@ -65,3 +65,16 @@ def test_archnet_of_another_space_is_refused_with_the_slot():
     wrong = replace(tiny, slots=(*tiny.slots[:2], other, *tiny.slots[3:]))
     with pytest.raises(ValueError, match="slot 2: the space expects output 40x4x4 but the teacher gives 48x4x4"):
         cut_teacher(build_model(wrong.reference()), tiny)
+
+
+def test_new_classifier_comes_from_the_seed_alone():
+    heads = []
+    for seed in (3, 3, 4):
+        model = torchvision.models.mobilenet_v2(weights=None, num_classes=5)
+        torch.manual_seed(seed + 100)  # the global generator plays no part
+        assert replace_classifier(model, 12, seed) == "classifier.1"
+        heads.append(classifier_of(model)[1])
+    assert heads[0].out_features == 12 and heads[0].in_features == 1280
+    assert torch.equal(heads[0].weight, heads[1].weight) and not torch.equal(heads[0].weight, heads[2].weight)
+    with pytest.raises(ValueError, match="no nn.Linear classifier"):
+        replace_classifier(torch.nn.Conv2d(3, 3, 1), 4, 0)

@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 from tiny_space import QUICK_PROTOCOL, TINY  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
-from blocks import get_space
+from blocks import Arch, get_space
 from donna.cli import main
 from donna.config import BKDConfig, DataConfig, ScoreConfig, TeacherConfig
 from donna.finetune_stage import FinetuneConfig, run_finetune
 from donna.labels import LabelConfig
 from donna.predictor_stage import PredictorRunConfig, build_predictor
 from donna.search_stage import SearchConfig, run_search
-from latency import build_latency_table
+from latency import build_latency_table, measure_model
 from search import NoArchMeetsTarget
 
 
@@ -85,6 +85,44 @@ def test_finetune_exports_onnx_that_agrees_with_torch(run):
     for name in ("model.pt", "model.onnx", "metrics.json", "report.md", "curve.png"):
         assert (out / name).is_file(), name
     assert "predicted" in (out / "report.md").read_text()
+    arch_json = json.loads((out / "arch.json").read_text())  # the architecture file says how to feed the model
+    assert arch_json["preprocessing"] == metrics["preprocessing"] and arch_json["classes"] == metrics["classes"]
+    assert Arch.from_json(out / "arch.json").key == metrics["key"]
+    _check_dynamic_batch(workdir, out, metrics)
+
+
+def _check_dynamic_batch(workdir, out, metrics):
+    """Batch 1 by default; on request, a finished finetune is exported again with a symbolic batch, not retrained."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from blocks import build_model
+
+    def session():
+        return ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    x = np.random.default_rng(0).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    assert metrics["dynamic_batch"] is False
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        session().run(None, {"input": x})
+    stamp = (out / "model.pt").stat().st_mtime_ns
+    again = run_finetune(workdir, FinetuneConfig(epochs=1, latency_device="cpu", dynamic_batch=True), progress=False)
+    assert again["skipped"] and again["dynamic_batch"] is True and (out / "model.pt").stat().st_mtime_ns == stamp
+    assert again["onnx_torch_top1_agreement"] == 1.0 and again["measured_ms"] == metrics["measured_ms"]
+    assert json.loads((out / "metrics.json").read_text())["dynamic_batch"] is True
+    model = build_model(Arch.from_json(out / "arch.json"))
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    with torch.no_grad():
+        want = model.eval()(torch.from_numpy(x)).numpy()
+    for batch in (1, 3):
+        np.testing.assert_allclose(session().run(None, {"input": x[:batch]})[0], want[:batch], atol=1e-4, rtol=1e-4)
+    import onnx
+
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    assert props == {"preprocessing": metrics["preprocessing"], "classes": metrics["classes"]}
+    measured = measure_model(out / "model.onnx", "cpu", protocol=QUICK_PROTOCOL, cache_dir=workdir / "exports")
+    assert measured.env["input_shape"] == [1, 3, 16, 16]  # the delivered model is measured at batch 1
 
 
 def test_finetune_of_an_arch_outside_the_space_names_the_slot(run, tmp_path):

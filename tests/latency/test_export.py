@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from latency import BadModelError, export_onnx
-from latency.export import OPSETS, onnx_input_shape
+from latency.export import BATCH_DIM, OPSETS, onnx_input_shape
 
 from .conftest import tiny_model
 
@@ -56,14 +56,42 @@ def test_arch_export_uses_its_input(tmp_path):
     assert onnx_input_shape(onnx.load(str(path))) == (1, arch.in_channels, arch.input_size, arch.input_size)
 
 
-def test_dynamic_batch_is_fixed_from_input_shape(tmp_path):
+def test_dynamic_dims_are_fixed_from_input_shape(tmp_path):
     dyn = tmp_path / "dyn.onnx"
     torch.onnx.export(tiny_model(), (torch.randn(1, 8, 16, 16),), str(dyn), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "batch"}})
+                      dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}})
     with pytest.raises(BadModelError, match="dynamic input dims"):
         export_onnx(dyn, cache_dir=tmp_path)
     fixed = export_onnx(dyn, (8, 16, 16), cache_dir=tmp_path)
     assert fixed != dyn and onnx_input_shape(onnx.load(str(fixed))) == (1, 8, 16, 16)
+
+
+def test_a_dynamic_batch_alone_is_measured_at_batch_1(tmp_path):
+    dyn = tmp_path / "dyn.onnx"
+    torch.onnx.export(tiny_model(), (torch.randn(1, 8, 16, 16),), str(dyn), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})
+    fixed = export_onnx(dyn, cache_dir=tmp_path)
+    assert fixed != dyn and onnx_input_shape(onnx.load(str(fixed))) == (1, 8, 16, 16)
+    assert onnx_input_shape(onnx.load(str(dyn))) == ("batch", 8, 16, 16)  # the file itself is left as it is
+
+
+@pytest.mark.parametrize("exporter", sorted(OPSETS))
+def test_dynamic_batch_export_runs_at_any_batch(exporter, tmp_path):
+    model = tiny_model()
+    path = export_onnx(model, (8, 16, 16), cache_dir=tmp_path, exporter=exporter, dynamic_batch=True,
+                       path=tmp_path / "model.onnx")
+    assert onnx_input_shape(onnx.load(str(path))) == (BATCH_DIM, 8, 16, 16)
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).standard_normal((batch, 8, 16, 16)).astype(np.float32)
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(_ort_output(path, x), want, rtol=1e-4, atol=1e-4)
+    static = export_onnx(model, (8, 16, 16), cache_dir=tmp_path, exporter=exporter)
+    assert static != path and onnx_input_shape(onnx.load(str(static))) == (1, 8, 16, 16)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):  # the static export refuses batch 3
+        _ort_output(static, np.zeros((3, 8, 16, 16), np.float32))
+    with pytest.raises(BadModelError, match="not to an .onnx file"):
+        export_onnx(path, cache_dir=tmp_path, dynamic_batch=True)
 
 
 def test_bad_input_gives_one_line_errors(tmp_path, tiny_onnx):
