@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import glob
 import json
 import os
 import shutil
@@ -89,7 +90,9 @@ def atomic_dir(path: str | Path, owned: Collection[str] = ()) -> Iterator[Path]:
     renames, with a moment where ``path`` is missing). An exception inside the block removes the new
     folder and leaves ``path`` as it was. A process killed mid-way leaves a sibling that the next
     ``atomic_dir`` (or :func:`recover_dir`) on the same path finishes: a complete new folder is
-    switched in, an incomplete one deleted.
+    switched in, an incomplete one deleted. One writer per ``path`` at a time: the caller holds a lock
+    (``donna`` stages hold their run folder's), since a second writer's recovery would delete the
+    first one's unfinished folder.
 
     Args:
         path: the folder to replace (created when missing).
@@ -119,7 +122,8 @@ def recover_dir(path: str | Path, owned: Collection[str] = ()) -> None:
         return
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         (path / READY).unlink()  # switched in, killed before the marker went: the set is complete
-    siblings = sorted(path.parent.glob(f".{path.name}.new-*")) + sorted(path.parent.glob(f".{path.name}.old-*"))
+    name = glob.escape(path.name)
+    siblings = sorted(path.parent.glob(f".{name}.new-*")) + sorted(path.parent.glob(f".{name}.old-*"))
     ready = [p for p in siblings if ".new-" in p.name and (p / READY).is_file()]
     if ready:  # complete, killed before or during the switch: finish it
         _switch(ready[-1], path, owned)
