@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -127,4 +128,7 @@ def _acquire(fd: int, path: Path, wait: float, busy, on_wait) -> None:
             if on_wait is not None and not told:
                 on_wait(lock_holder(path))
                 told = True
+            if math.isinf(wait):  # block in the kernel: woken the moment the holder lets go (Ctrl-C still works)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                return
             time.sleep(0.2)
