@@ -6,6 +6,7 @@ The val split scores blocks and labels the predictor; the test split is never us
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -420,12 +421,21 @@ def read_cifar10(data_dir: str | Path | None, download: bool = False):
     return tensors([f"data_batch_{i}" for i in range(1, 6)]), tensors(["test_batch"]), meta
 
 
+SPLIT_NAMES = {"train", "val", "valid", "validation", "test"}  # sub-folders that hold splits, not classes
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's
+
+
 def load_imagefolder(path: str, input_size: int = 32, seed: int = 0, in_channels: int = 3,
                      val_fraction: float = 0.15, test_fraction: float = 0.15) -> DataSplits:
     """Any folder of class sub-folders of images (torchvision ``ImageFolder``), resized to ``input_size``.
 
+    The splits are made here (seeded, stratified), so ``PATH`` holds one sub-folder per class, not
+    ``train/`` and ``val/``. Every image is opened and decoded once before any training
+    (:func:`check_images`); an unreadable one stops the run, naming the file.
+
     Raises:
-        ValueError: the folder is missing, has fewer than two classes, or a class has no images.
+        ValueError: the folder is missing, holds splits instead of classes, has fewer than two classes, a
+            class has no images, or an image cannot be read.
     """
     from torchvision import transforms
     from torchvision.datasets import ImageFolder
@@ -435,6 +445,7 @@ def load_imagefolder(path: str, input_size: int = 32, seed: int = 0, in_channels
         raise ValueError(f"image folder {str(root)!r} does not exist; pass imagefolder:PATH with PATH a folder "
                          "of class sub-folders")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    _check_not_splits(root, classes)
     if len(classes) < 2:
         raise ValueError(f"image folder {str(root)!r} has {len(classes)} class sub-folder(s) "
                          f"({', '.join(classes) or 'none'}); a classifier needs at least 2")
@@ -444,9 +455,67 @@ def load_imagefolder(path: str, input_size: int = 32, seed: int = 0, in_channels
                                     transforms.Normalize(mean, std)])
     try:
         full = ImageFolder(str(root), transform=transform)
-    except (FileNotFoundError, OSError) as err:
+    except FileNotFoundError as err:  # a class sub-folder without one file of an image extension
+        named = re.search(r"for the classes (.*?)\. Supported", str(err))
+        raise ValueError(f"image folder {str(root)!r}: class sub-folder(s) {named[1] if named else '?'} hold no "
+                         f"image file ({', '.join(IMAGE_EXTENSIONS)}); add images or remove the sub-folder") from None
+    except OSError as err:
         raise ValueError(f"image folder {str(root)!r}: {str(err).splitlines()[0]}") from None
+    check_images(root, [p for p, _ in full.samples], input_size)
     idx = stratified_split(np.asarray(full.targets), (val_fraction, test_fraction), seed)
     parts = [Subset(full, i.tolist()) for i in idx]
     return DataSplits(f"imagefolder:{root}", *parts, len(full.classes), input_size, in_channels,
                       list(full.classes), seed)
+
+
+def _check_not_splits(root: Path, classes: list[str]) -> None:
+    """Refuses a folder of ``train/``, ``val/`` (each of class sub-folders): it would train a train-vs-val model."""
+    splits = [c for c in classes if c.lower() in SPLIT_NAMES]
+    if splits and len(splits) == len(classes) and all(any(p.is_dir() for p in (root / c).iterdir()) for c in splits):
+        raise ValueError(f"image folder {str(root)!r} holds splits ({', '.join(splits)}), not classes; pass "
+                         f"imagefolder:{root / splits[0]} (one sub-folder per class: the val and test splits are "
+                         "drawn from it, seeded and stratified)")
+
+
+def check_images(root: Path, files: list[str], input_size: int = 32, threads: int = 8) -> None:
+    """Opens and decodes every image file once (a JPEG at reduced scale), in parallel threads.
+
+    A corrupt file stops the run here, before any training, rather than mid-epoch: skipping it would
+    silently change the data set and its splits, so the fix is left to the user. This reads the
+    whole folder once (minutes for ImageNet-sized folders).
+
+    Raises:
+        ValueError: naming the unreadable files (the first five and how many in all) and the fix.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
+        reasons = list(pool.map(lambda f: _unreadable(f, input_size), files))
+    bad = [(Path(f), why) for f, why in zip(files, reasons) if why]
+    if bad:
+        shown = "; ".join(f"{_relative(f, root)} ({why})" for f, why in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(f"image folder {str(root)!r}: {len(bad)} of {len(files)} image files cannot be read: "
+                         f"{shown}{more}; delete or replace them, or move them out of the class sub-folders")
+
+
+def _unreadable(path: str, input_size: int) -> str | None:
+    """Why PIL cannot decode ``path`` (None when it can)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (input_size, input_size))  # JPEG: decode at 1/2..1/8 scale, still every byte
+            image.load()
+    except UnidentifiedImageError:
+        return "not an image"
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... for damaged files
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

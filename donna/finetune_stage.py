@@ -26,6 +26,7 @@ from donna.data import DataSplits, load_data
 from donna.runfolder import FinetuneFolder, RunFolder, fingerprint, read_json, save_config, write_json
 from donna.search_stage import run_space
 from donna.train import TrainHistory, evaluate, predict_logits, train
+from latency.measure_lock import child_env, measurement_lock
 
 
 def resolve_run_arch(workdir: Path, ref: str, space: SearchSpace) -> Arch:
@@ -284,7 +285,8 @@ def measure_in_fresh_process(onnx_path: Path, device: str, timeout_s: float = 90
         RuntimeError: the measurement failed; the message carries the tool's last error line.
     """
     cmd = [sys.executable, "-m", "latency.cli", "bench", str(onnx_path), "--device", device, "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    with measurement_lock(f"{onnx_path.name} on {device} (fresh process)"):  # held here, so a wait is seen here
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, env=child_env())
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"measuring {onnx_path} on {device} in a fresh process failed: {last}")

@@ -376,7 +376,8 @@ class RunFolder:
 
     def searches(self) -> list[SearchFolder]:
         """Every search that wrote a front, by name."""
-        return [SearchFolder(p.parent) for p in sorted(self.search_root.glob("*/pareto.csv"))]
+        found = sorted(self.search_root.glob("*/pareto.csv"))  # a hidden sibling is a set still being written
+        return [SearchFolder(p.parent) for p in found if not p.parent.name.startswith(".")]
 
     def finetune(self, name: str) -> FinetuneFolder:
         """``finetune/<name>/`` (``name`` is an arch key, with a suffix for another init or other inputs)."""

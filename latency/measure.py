@@ -9,6 +9,7 @@ from typing import Any
 from .backends import Backend, create_backend
 from .errors import BadModelError
 from .export import export_onnx, is_arch, onnx_input_shape
+from .measure_lock import measurement_lock
 from .profiles import Profile, get_profile
 from .protocol import ProtocolConfig, run_protocol
 from .stats import Summary, noise_reasons, summarize
@@ -99,6 +100,9 @@ def measure_model(model_or_arch_or_onnx_path: Any, device: str | Profile = "cpu"
     Returns:
         The :class:`LatencyResult` with every raw sample.
 
+    Only one measurement runs at a time on this machine: another one (from any process) is waited
+    for, with one line on stderr (``latency.measure_lock``).
+
     Raises:
         LatencyError: bad model or shape, unknown device, unavailable backend; a
             :class:`DeviceDisconnectedError` carries the samples taken before the device was lost.
@@ -106,20 +110,22 @@ def measure_model(model_or_arch_or_onnx_path: Any, device: str | Profile = "cpu"
     profile, backend = resolve_profile(device, backend)
     cfg = protocol if isinstance(protocol, ProtocolConfig) else profile.protocol_config().replace(**(protocol or {}))
     target, shape = _prepare_input(model_or_arch_or_onnx_path, backend, input_shape, cache_dir)
-    prepared = backend.prepare(target, shape)
-    try:  # a DeviceDisconnectedError propagates with the samples taken so far
-        outcome = run_protocol(prepared.run, cfg)
-        extra = list(prepared.finish() if prepared.finish else [])
-    finally:
-        if prepared.close:
-            prepared.close()
+    label = _label(model_or_arch_or_onnx_path)
+    with measurement_lock(f"{label} on {profile.name}"):  # one measurement at a time on this machine
+        prepared = backend.prepare(target, shape)
+        try:  # a DeviceDisconnectedError propagates with the samples taken so far
+            outcome = run_protocol(prepared.run, cfg)
+            extra = list(prepared.finish() if prepared.finish else [])
+        finally:
+            if prepared.close:
+                prepared.close()
     summary = summarize(outcome.samples_ms)
     reasons = noise_reasons(summary, cfg.noise_rules()) + extra
     if not outcome.warmup_stable:
         reasons.insert(0, f"warm-up did not settle within {cfg.warmup_max_s:g} s")
     env = {**prepared.env, "protocol": asdict(cfg), "warmup_runs": len(outcome.warmup_ms),
            "measure_s": round(outcome.measure_s, 4)}
-    return LatencyResult(model=_label(model_or_arch_or_onnx_path), device=profile.name, backend=backend.name,
+    return LatencyResult(model=label, device=profile.name, backend=backend.name,
                          **summary.to_dict(),
                          noisy=bool(reasons), noisy_reason="; ".join(reasons), stop_reason=outcome.stop_reason,
                          samples_ms=list(outcome.samples_ms), env=env)

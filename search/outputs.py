@@ -1,7 +1,7 @@
 """The files a search leaves in ``search/<name>/``: front table, one IR per member, plot, choice, history.
 
 ``finalize_search`` is the one call after a search: measure the front, choose under the target,
-write everything atomically.
+write everything as one set (the old outputs or the new ones, never a mix).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from common.fileio import atomic_path, atomic_write_text
+from common.fileio import atomic_dir, atomic_path, atomic_write_text
 from search.base import SearchResult
 from search.pareto import NoArchMeetsTarget, choose_under_target
 from search.plot import plot_pareto
@@ -82,13 +82,8 @@ def _jsonable(value: Any) -> Any:
 
 def _write_irs(folder: Path, archs: Sequence[Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    keys = set()
     for arch in archs:
-        keys.add(arch.key)
         arch.to_json(folder / f"{arch.key}.json")
-    for stale in folder.glob("*.json"):  # members of an earlier front in the same folder
-        if stale.stem not in keys:
-            stale.unlink()
 
 
 def _selected_payload(selected: Mapping[str, Any], target_ms: float, latency_column: str,
@@ -99,6 +94,9 @@ def _selected_payload(selected: Mapping[str, Any], target_ms: float, latency_col
     if arch is not None:
         payload["ir"] = json.loads(arch.to_json())
     return payload
+
+
+OUTPUT_NAMES = ("pareto.csv", "pareto", "pareto.png", "selected.json", "history.csv", "search.json")  # one set
 
 
 def write_search_outputs(
@@ -112,37 +110,48 @@ def write_search_outputs(
     latency_column: str = "measured_ms",
     accuracy_column: str = "predicted_accuracy",
 ) -> dict[str, Path]:
-    """Writes a search's outputs, each file atomically.
+    """Writes a search's outputs as one set: a reader (``donna finetune --arch selected``) finds the old
+    set or the new one, never a new front beside an old choice, even when the writer is killed.
 
-    Files: ``pareto.csv`` (``rows``), ``pareto/<key>.json`` (one IR per arch in ``archs``; IRs of
-    keys no longer on the front are removed), ``pareto.png``, ``selected.json`` (the chosen row plus
-    its IR; removed when ``selected`` is None so no stale choice survives), ``history.csv`` and
-    ``search.json`` (``info``: searcher, settings, evaluations, hypervolume) when given.
+    Files: ``pareto.csv`` (``rows``), ``pareto/<key>.json`` (one IR per arch in ``archs``), ``pareto.png``,
+    ``selected.json`` (the chosen row plus its IR; absent when ``selected`` is None, so no stale choice
+    survives), ``history.csv`` and ``search.json`` (``info``: searcher, settings, evaluations, hypervolume)
+    when given. They are written into a fresh sibling folder that then replaces ``out_dir`` in one
+    step (``common.fileio.atomic_dir``); other entries of ``out_dir`` (the resume ``state/``) are kept.
 
     Returns:
         Name -> path of every file written.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"pareto.csv": out / "pareto.csv", "pareto": out / "pareto", "pareto.png": out / "pareto.png"}
-    _write_csv(rows, paths["pareto.csv"])
-    _write_irs(paths["pareto"], archs)
+    with atomic_dir(out, owned=OUTPUT_NAMES) as new:
+        names = _write_outputs(new, rows, selected, target_ms, archs, history, info, latency_column,
+                               accuracy_column)
+    return {name: out / name for name in names}
+
+
+def _write_outputs(out: Path, rows: pd.DataFrame, selected: Mapping[str, Any] | None, target_ms: float | None,
+                   archs: Sequence[Any], history: Sequence[Mapping[str, float]] | None,
+                   info: Mapping[str, Any] | None, latency_column: str, accuracy_column: str) -> list[str]:
+    """Writes the outputs into the empty folder ``out``; returns the names written."""
+    _write_csv(rows, out / "pareto.csv")
+    _write_irs(out / "pareto", archs)
     chosen_key = selected["key"] if selected else None
     has_latency = latency_column in rows and rows[latency_column].notna().any()
     column = latency_column if has_latency else "predicted_ms"
-    plot_pareto(rows, paths["pareto.png"], target_ms, chosen_key, column, accuracy_column)
+    plot_pareto(rows, out / "pareto.png", target_ms, chosen_key, column, accuracy_column)
+    names = ["pareto.csv", "pareto", "pareto.png"]
     if selected is not None:
         payload = _selected_payload(selected, target_ms, latency_column, {a.key: a for a in archs})
-        paths["selected.json"] = atomic_write_text(out / "selected.json", json.dumps(payload, indent=2) + "\n")
-    else:
-        (out / "selected.json").unlink(missing_ok=True)
+        atomic_write_text(out / "selected.json", json.dumps(payload, indent=2) + "\n")
+        names.append("selected.json")
     if history is not None:
-        paths["history.csv"] = out / "history.csv"
-        _write_csv(pd.DataFrame(list(history)), paths["history.csv"])
+        _write_csv(pd.DataFrame(list(history)), out / "history.csv")
+        names.append("history.csv")
     if info is not None:
         text = json.dumps({k: _jsonable(v) for k, v in info.items()}, indent=2, default=str) + "\n"
-        paths["search.json"] = atomic_write_text(out / "search.json", text)
-    return paths
+        atomic_write_text(out / "search.json", text)
+        names.append("search.json")
+    return names
 
 
 def result_info(result: SearchResult) -> dict[str, Any]:

@@ -87,6 +87,17 @@ def _hostile_cifar(work: Path, tmp: Path) -> None:
         (folder / name).write_bytes(pickle.dumps({"data": Payload(), "labels": [0]}))
 
 
+def _image_folder_with_a_corrupt_file(work: Path, tmp: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp / "imgs" / label).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp / "imgs" / label / f"{i}.png")
+    (tmp / "imgs" / "b" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+
+
 @dataclass
 class Case:
     """One bad input: the command (``{work}``, ``{tmp}`` filled in), the fragment of its one line."""
@@ -166,6 +177,8 @@ CASES = [
          _write("afile", "x")),
     Case("hostile-cifar", ["build-predictor", "--workdir", "{work}", "--data", "cifar10", "--data-dir",
                            "{tmp}/cifar", "--quiet"], "refused: it asks for", _hostile_cifar),
+    Case("corrupt-image", ["build-predictor", "--workdir", "{work}", "--data", "imagefolder:{tmp}/imgs", "--quiet"],
+         "1 of 9 image files cannot be read: b/bad.png", _image_folder_with_a_corrupt_file),
 ]
 
 

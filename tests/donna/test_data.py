@@ -104,3 +104,34 @@ def test_unknown_data_set_lists_the_known_ones():
     with pytest.raises(ValueError, match="known data sets: cifar10, digits, glyphs, imagefolder:PATH"):
         get_dataset("mnist")
     assert list_datasets() == ["cifar10", "digits", "glyphs", "imagefolder:PATH"]
+
+
+def test_unreadable_images_are_named_before_any_training(tmp_path):
+    root = tmp_path / "imgs"
+    _write_image_folder(root, per_class=6)
+    good = (root / "dog" / "0.png").read_bytes()
+    (root / "dog" / "0.png").write_bytes(good[: len(good) // 2])  # truncated PNG
+    (root / "cat" / "notes.jpg").write_text("not an image")  # accepted by its extension
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 90).save(root / "fox" / "big.jpg", quality=90)
+    jpeg = (root / "fox" / "big.jpg").read_bytes()
+    (root / "fox" / "big.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])  # truncated JPEG (decoded at reduced scale)
+    with pytest.raises(ValueError, match=r"3 of 20 image files cannot be read: cat/notes.jpg \(not an image\); "
+                                         r"dog/0.png \(.+\); fox/big.jpg \(.+\); delete or replace them") as err:
+        get_dataset(f"imagefolder:{root}", input_size=16)
+    assert "\n" not in str(err.value)
+    for name in ("dog/0.png", "cat/notes.jpg", "fox/big.jpg"):
+        (root / name).unlink()
+    data = get_dataset(f"imagefolder:{root}", input_size=16)
+    assert len(data.train) + len(data.val) + len(data.test) == 17
+
+
+def test_image_folder_layout_mistakes_get_the_fix(tmp_path):
+    _write_image_folder(tmp_path / "splits" / "train", per_class=3)
+    _write_image_folder(tmp_path / "splits" / "val", per_class=2)
+    with pytest.raises(ValueError, match=r"holds splits \(train, val\), not classes; pass imagefolder:.*splits/train"):
+        get_dataset(f"imagefolder:{tmp_path / 'splits'}")
+    _write_image_folder(tmp_path / "gap", classes=("cat", "dog"), per_class=3)
+    (tmp_path / "gap" / "empty").mkdir()
+    (tmp_path / "gap" / "empty" / "readme.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="class sub-folder.s. empty hold no image file .*add images or remove"):
+        get_dataset(f"imagefolder:{tmp_path / 'gap'}")

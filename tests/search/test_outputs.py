@@ -108,3 +108,95 @@ def test_a_searcher_without_genomes_fits_the_same_interface(tiny_space, tmp_path
     out = finalize_search(tmp_path, result, 100.0, measure=fake_device, progress=False)
     assert out.selected["key"] == result.archs[0].key
     assert (tmp_path / "pareto.png").exists() and (tmp_path / "selected.json").exists()
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_crash_while_writing_leaves_the_old_outputs_whole(result, tmp_path, monkeypatch):
+    import search.outputs
+
+    out = tmp_path / "search" / "nsga2"
+    rows = front_rows(result, measure=fake_device)
+    finalize_search(out, result, float(rows["measured_ms"].max()), measure=fake_device, progress=False)
+    (out / "state").mkdir()
+    (out / "state" / "checkpoint.json").write_text("{}")  # the resume checkpoint is not an output: it stays
+    before = _files(out)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed while plotting")  # after pareto.csv and pareto/*.json of the new set
+
+    monkeypatch.setattr(search.outputs, "plot_pareto", crash)
+    with pytest.raises(RuntimeError, match="plotting"):
+        finalize_search(out, result, 0.01, measure=lambda arch: 2 * fake_device(arch)["measured_ms"],
+                        progress=False)
+    assert _files(out) == before  # not the new pareto.csv beside the old selected.json
+    assert sorted(p.name for p in out.parent.iterdir()) == ["nsga2"]
+    monkeypatch.undo()
+    with pytest.raises(NoArchMeetsTarget):
+        finalize_search(out, result, 0.01, measure=fake_device, progress=False)
+    assert not (out / "selected.json").exists() and (out / "state" / "checkpoint.json").read_text() == "{}"
+
+
+WRITER = """
+import sys
+import pandas as pd
+from search.outputs import write_search_outputs
+out = sys.argv[1]
+sets = []
+for v in (0, 1):
+    rows = pd.DataFrame({"arch": ["a", "b"], "key": [f"v{v}a", f"v{v}b"], "predicted_accuracy": [0.5, 0.6 + v],
+                         "predicted_ms": [1.0, 2.0 + v], "measured_ms": [1.1, 2.1 + v]})
+    sets.append(dict(rows=rows, selected=rows.iloc[0].to_dict() if v == 0 else None, target_ms=3.0,
+                     info={"version": v}))
+print("ready", flush=True)
+i = 0
+while True:
+    write_search_outputs(out, **sets[i % 2])
+    i += 1
+"""
+
+
+def _one_set(out):
+    """The version of the set in ``out``, checked to be whole: the front, the choice and search.json agree."""
+    version = json.loads((out / "search.json").read_text())["version"]
+    assert pd.read_csv(out / "pareto.csv")["key"].tolist() == [f"v{version}a", f"v{version}b"]
+    if version == 0:
+        assert json.loads((out / "selected.json").read_text())["key"] == "v0a"
+    else:
+        assert not (out / "selected.json").exists()
+    return version
+
+
+def test_a_search_killed_while_writing_never_leaves_a_mix(tmp_path):
+    """A real writer process, SIGKILLed at random moments while it rewrites its outputs in a loop."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from common.fileio import recover_dir
+    from search.outputs import OUTPUT_NAMES
+
+    out, rng, seen = tmp_path / "nsga2", random.Random(3), set()
+    (out / "state").mkdir(parents=True)
+    (out / "state" / "checkpoint.json").write_text("{}")
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], stdout=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"})
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.3, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        if (out / "search.json").exists():  # what a reader sees before anything repairs the folder
+            seen.add(_one_set(out))
+        recover_dir(out, OUTPUT_NAMES)  # what the next search does first
+        if (out / "search.json").exists():
+            _one_set(out)
+        assert (out / "state" / "checkpoint.json").read_text() == "{}"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["nsga2"]
+    assert seen, "the writer never finished a set; the test did not exercise the switch"
