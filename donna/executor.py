@@ -9,7 +9,9 @@ in-process, one after the other, in submission order; ``threads`` overlaps them 
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -79,12 +81,34 @@ class ThreadExecutor(Executor):
     def map(self, jobs: Sequence[Job]) -> list[Any]:
         if self.workers <= 1 or len(jobs) <= 1:
             return [job.run() for job in jobs]
+        lines: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for line in range(min(self.workers, len(jobs))):
+            lines.put(line)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = [pool.submit(job.run) for job in jobs]
+            futures = [pool.submit(_on_own_line, job, lines) for job in jobs]
             return [f.result() for f in futures]
 
     def run_one(self, job: Job) -> Any:
         return job.run()
+
+
+_bar_line = threading.local()
+
+
+def bar_position() -> int | None:
+    """The terminal line of this job's progress bar: a fixed line per running job when jobs run on threads at
+    once (so their bars never swap or overwrite lines), None (tqdm's own choice) otherwise."""
+    return getattr(_bar_line, "position", None)
+
+
+def _on_own_line(job: Job, lines: queue.SimpleQueue[int]) -> Any:
+    """Runs ``job`` holding one free bar line (at most one per running thread, so one is always free)."""
+    _bar_line.position = lines.get()
+    try:
+        return job.run()
+    finally:
+        lines.put(_bar_line.position)
+        _bar_line.position = None
 
 
 def _worker_init() -> None:
