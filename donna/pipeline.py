@@ -14,7 +14,7 @@ import numpy as np
 from common.log import FILE_ONLY
 from donna.finetune_stage import FinetuneConfig, run_finetune
 from donna.predictor_stage import PredictorRunConfig, build_predictor, summary
-from donna.search_stage import SearchConfig, latency_table_for, run_search, run_space
+from donna.search_stage import SearchConfig, latency_table_for, run_search, run_space, searcher_plan
 from donna.stages import StageClock, count, pipeline_plan
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def run_pipeline(workdir: str | Path = "runs/demo", predictor_cfg: PredictorRunC
     """
     search_cfg = search_cfg or SearchConfig(target_ms=None)
     finetune_cfg = finetune_cfg or FinetuneConfig(latency_device=search_cfg.latency_device)
+    searcher_plan(search_cfg)  # a bad searcher name or setting fails now, not after an hour of distillation
     workdir, start = Path(workdir), time.perf_counter()
     clock = StageClock(pipeline_plan(predictor_cfg or PredictorRunConfig(), finetune_cfg))
     print("\n" + summary(build_predictor(workdir, predictor_cfg, progress, clock)) + "\n")
