@@ -158,6 +158,15 @@ class SlotTrainer:
         picks = torch.randint(len(self.options), (self.cfg.random_per_step,), generator=gen).tolist()
         return [self.options[-1], self.options[0], *(self.options[i] for i in picks)]  # largest, smallest, random
 
+    def set_lr(self, epoch: int, step: int, steps_per_epoch: int) -> None:
+        """Schedule 'cosine': the learning rate of step ``step`` of ``epoch`` (schedule 'epoch' decays in
+        ``end_epoch``). A function of the position alone, so a resumed run follows the same curve."""
+        if self.cfg.lr_schedule != "cosine":
+            return
+        progress = (epoch * steps_per_epoch + step) / max(1, self.cfg.epochs * steps_per_epoch)
+        for group in self.opt.param_groups:
+            group["lr"] = 0.5 * self.cfg.lr * (1 + math.cos(math.pi * progress))
+
     def step(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """One optimiser step on a batch: the step's options' gradients summed (sandwich rule, OFA/BigNAS)."""
         specs = self.step_options(gen)
@@ -214,6 +223,7 @@ def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list
         gen = trainer.sampler(epoch)
         for step, first in enumerate(range(0, stop, bs)):
             idx = order[first:first + bs].to(inputs.device)
+            trainer.set_lr(epoch, step, steps)
             losses.append(trainer.step(inputs[idx].to(trainer.device), targets[idx].to(trainer.device), gen))
             bar.update()
             if step_callback is not None:
@@ -238,11 +248,13 @@ def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherPa
         gens = {t.slot: t.sampler(epoch) for t in active}
         losses, start = {t.slot: [] for t in active}, time.perf_counter()
         split = view_split(cfg, data.train, epoch)
+        steps = max(1, len(split) // cfg.batch_size)  # drop_last below
         for step, (x, _) in enumerate(batches(split, cfg.batch_size, shuffle=True, drop_last=True,
                                               seed=order_seed(cfg.seed, epoch), device=device)):
             with torch.no_grad():
                 feats = teacher.features(x)
             for t in active:
+                t.set_lr(epoch, step, steps)
                 losses[t.slot].append(t.step(feats[t.slot], feats[t.slot + 1], gens[t.slot]))
                 if step_callback is not None:
                     step_callback(t.slot, epoch, step)

@@ -117,3 +117,31 @@ def test_shifted_views_move_pixels_and_keep_labels(digits16):
     assert view.images.shape == digits16.train.images.shape and torch.equal(view.labels, digits16.train.labels)
     assert not torch.equal(view.images, digits16.train.images)
     assert torch.equal(view.images, shifted_copy(digits16.train, seed=1).images)
+
+
+def test_cosine_schedule_resumes_to_the_same_weights(built, space, digits16, tmp_path):
+    cfg = dataclasses.replace(BKD, lr_schedule="cosine")
+    teacher = built["teacher"]
+    whole = run_bkd(cfg, space, teacher, digits16, tmp_path / "whole", progress=False)
+    with pytest.raises(Killed):
+        run_bkd(cfg, space, teacher, digits16, tmp_path / "killed", progress=False, step_callback=_kill_at(1, 1, 3))
+    resumed = run_bkd(cfg, space, teacher, digits16, tmp_path / "killed", progress=False)
+    x = torch.randn(4, *space.slot_input_shape(1))
+    spec = space.options(1)[-1]
+    out = whole.block(1, spec)(x)
+    assert torch.equal(out, resumed.block(1, spec)(x))
+    epoch_schedule = BlockLibrary(built["workdir"], space)  # the same settings with schedule 'epoch'
+    assert not torch.allclose(out, epoch_schedule.block(1, spec)(x), atol=1e-4)
+
+
+def test_cosine_schedule_falls_from_lr_to_near_zero(space, tmp_path):
+    from donna.bkd import SlotTrainer
+    from donna.runfolder import RunFolder
+
+    cfg = dataclasses.replace(BKD, lr_schedule="cosine", epochs=2)
+    trainer = SlotTrainer(cfg, space, 0, RunFolder(tmp_path), "fp", torch.device("cpu"))
+    lrs = []
+    for epoch, step in ((0, 0), (1, 0), (1, 9)):
+        trainer.set_lr(epoch, step, 10)
+        lrs.append(trainer.opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(cfg.lr) and lrs[1] == pytest.approx(cfg.lr / 2) and 0 < lrs[2] < cfg.lr / 100
