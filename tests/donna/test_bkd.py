@@ -84,13 +84,14 @@ def test_independent_mode_trains_every_option(space, digits16, built, tmp_path):
 
 
 def test_executor_registry_runs_jobs_in_order():
-    assert list_executors() == ["inprocess", "processes", "threads"]
+    assert list_executors() == ["inprocess", "processes", "ray", "threads"]
     jobs = [Job(f"job {i}", pow, (i, 2)) for i in range(5)]
     assert get_executor("inprocess").map(jobs) == get_executor("threads").map(jobs) == [0, 1, 4, 9, 16]
     assert get_executor("processes").map(jobs) == [0, 1, 4, 9, 16]
     assert sorted(get_executor("processes").completed(jobs)) == list(enumerate([0, 1, 4, 9, 16]))
-    with pytest.raises(ValueError, match="known executors: inprocess, processes, threads"):
-        get_executor("ray")
+    assert sorted(get_executor("threads", workers=2).completed(jobs)) == list(enumerate([0, 1, 4, 9, 16]))
+    with pytest.raises(ValueError, match="known executors: inprocess, processes, ray, threads"):
+        get_executor("spark")
 
 
 def test_sandwich_rule_trains_largest_smallest_and_random_options(space, tmp_path):
