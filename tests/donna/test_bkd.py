@@ -94,6 +94,14 @@ def test_executor_registry_runs_jobs_in_order():
         get_executor("spark")
 
 
+def test_the_ray_executor_without_ray_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as it does where Ray is not installed
+    with pytest.raises(ValueError, match=r"install the extra: pip install -e '\.\[ray\]'"):
+        get_executor("ray")
+
+
 def test_sandwich_rule_trains_largest_smallest_and_random_options(space, tmp_path):
     from donna.bkd import SlotTrainer
     from donna.runfolder import RunFolder
