@@ -14,11 +14,11 @@ import os
 import subprocess
 import sys
 
-SETTINGS = {"PASSIVE (what `donna` sets)": {"OMP_WAIT_POLICY": "PASSIVE"},
+SETTINGS = {"PASSIVE (what `donna` set before)": {"OMP_WAIT_POLICY": "PASSIVE"},
             "PASSIVE, channels-first weights": {"OMP_WAIT_POLICY": "PASSIVE", "LAYOUT": "contiguous_format"},
             "unset, channels-first weights": {"LAYOUT": "contiguous_format"},
             "unset (libgomp default spin)": {},
-            "GOMP_SPINCOUNT=1000": {"GOMP_SPINCOUNT": "1000"},
+            "GOMP_SPINCOUNT=1000 (what `donna` sets)": {"GOMP_SPINCOUNT": "1000"},
             "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"},
             "ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
             "GOMP_SPINCOUNT=1000, AdamW per-tensor": {"GOMP_SPINCOUNT": "1000", "OPT": "adamw"},

@@ -36,14 +36,22 @@ __all__ = sorted(_API)
 
 
 def passive_openmp() -> None:
-    """Lets idle OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``) unless the user set it.
+    """Keeps idle OpenMP threads from spinning for long, unless the user set the policy.
 
-    It only takes effect before torch loads: on a busy 2-core machine spinning threads made small
-    training steps 4-100x slower (measured here). The ``donna`` command line calls it first thing, and
-    so does the first use of a name of this package's API while torch is not loaded yet.
+    It only takes effect before torch loads. With GNU OpenMP (Linux) it sets ``GOMP_SPINCOUNT=1000``:
+    a thread waits briefly, then sleeps. Measured on this 2-core machine (``benchmarks/omp_policy.py``,
+    ms per training image of the reference member), that is about as fast as the default spin when
+    the machine is quiet and faster than ``OMP_WAIT_POLICY=PASSIVE`` both quiet and busy; the
+    default spin made small training steps 4-100x slower when other work shared the cores.
+    Elsewhere it sets ``OMP_WAIT_POLICY=PASSIVE``. The ``donna`` command line calls it first thing,
+    and so does the first use of a name of this package's API while torch is not loaded yet.
     """
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return
+    if sys.platform.startswith("linux"):
+        os.environ["GOMP_SPINCOUNT"] = "1000"
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def __getattr__(name: str) -> Any:

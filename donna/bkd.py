@@ -31,7 +31,7 @@ from common.device import make_optimizer, set_threads, torch_device, torch_threa
 from common.fileio import atomic_save
 from donna.config import BKDConfig
 from donna.data import DataSplits, TensorSplit, shifted_copy
-from donna.executor import Job, executor_for
+from donna.executor import Job, bar_position, executor_for
 from donna.nested_supernet import OptionBank, SlotSupernet, make_slot_module
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 
@@ -217,7 +217,7 @@ def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list
     stop = n - n % bs if n >= bs else n
     steps = math.ceil(stop / bs)
     bar = tqdm(total=(cfg.epochs - trainer.epoch) * steps, desc=f"bkd slot {slot}", disable=not progress,
-               leave=False)
+               leave=False, position=bar_position())
     for epoch in range(trainer.epoch, cfg.epochs):
         start, losses = time.perf_counter(), []
         inputs, targets = views[epoch % len(views)]

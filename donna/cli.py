@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ def _build_predictor(args: argparse.Namespace) -> int:
     from donna.predictor_stage import build_predictor, summary
     from donna.runfolder import RunFolder
 
-    result = build_predictor(args.workdir, predictor_config(args.tree), progress=not args.quiet)
+    result = build_predictor(args.workdir, predictor_config(args.tree), progress=_progress(args))
     print("\n" + summary(result))
     run = RunFolder(args.workdir)
     print(f"written: {run.predictor_json}, {run.labels_csv.name}, {run.nsr_csv.name}, "
@@ -32,8 +33,11 @@ def _build_predictor(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from donna.finetune_stage import run_finetune
+    from donna.stages import count
 
-    m = run_finetune(args.workdir, args.tree.finetune, progress=not args.quiet)
+    cfg = args.tree.finetune
+    with _one_stage("finetune", count(cfg.epochs, "epoch")):
+        m = run_finetune(args.workdir, cfg, progress=_progress(args))
     print(f"\nfinetuned {m['key']} for {m['epochs']} epochs from {m['init']} weights: val accuracy "
           f"{m['val_accuracy']:.4f} (predicted {_opt(m['predicted_accuracy'])}), "
           f"test accuracy {m['test_accuracy']:.4f}")
@@ -49,6 +53,19 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars: on a terminal, unless ``--quiet``; redirected to a file they would fill it with redraws (the
+    one line per stage still comes, on the console and in the run folder's ``run.log``)."""
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _one_stage(stage: str, detail: str = "") -> Any:
+    """The start and end lines of a command that is one stage (``donna search``, ``finetune``, ``report``)."""
+    from donna.stages import StageClock, expected
+
+    return StageClock({stage: expected(stage)}).stage(stage, detail)
+
+
 def _opt(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.4f}"  # None or NaN: not available
 
@@ -57,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     from donna.cli_config import run_configs
     from donna.pipeline import run_pipeline
 
-    report = run_pipeline(args.workdir, *run_configs(args.tree), progress=not args.quiet)
+    report = run_pipeline(args.workdir, *run_configs(args.tree), progress=_progress(args))
     print(f"\nwhole pipeline done in {report['seconds']:.0f} s; finetune report: {report['report']}")
     if report.get("run_report"):
         print(f"the whole run on one page: {report['run_report']}")
@@ -70,7 +87,8 @@ def _search(args: argparse.Namespace) -> int:
 
     cfg = args.tree.search
     try:
-        out = run_search(args.workdir, cfg, progress=not args.quiet)
+        with _one_stage("search", f"{cfg.searcher}, target {cfg.target_ms} ms on {cfg.latency_device}"):
+            out = run_search(args.workdir, cfg, progress=_progress(args))
     except NoArchMeetsTarget as err:
         print(f"donna search: nothing meets {cfg.target_ms} ms: {err}", file=sys.stderr)
         return 1
@@ -86,7 +104,8 @@ def _search(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from donna.report import write_report
 
-    paths = write_report(args.workdir, measure_teacher_latency=args.measure_teacher)
+    with _one_stage("report"):
+        paths = write_report(args.workdir, measure_teacher_latency=args.measure_teacher)
     for skipped in paths.skipped:
         print(f"skipped {skipped}")
     print(f"report: {paths.html} (self-contained) and {paths.markdown}")
@@ -157,7 +176,8 @@ def _add_stage(sub: Any, name: str, trees: dict[str, Any]) -> None:
     help_text, func, lock, check = STAGES[name]
     command = sub.add_parser(name, help=help_text, description=help_text)
     command.add_argument("--workdir", default="runs/demo", help="run folder (default: runs/demo)")
-    command.add_argument("--quiet", action="store_true", help="no progress bars")
+    command.add_argument("--quiet", action="store_true",
+                         help="no progress bars (one line per stage is still printed and written to run.log)")
     base = trees.get(name)
     flags.add_tree_args(command, name, base or DonnaConfig(), has_config=base is not None)
     command.set_defaults(func=func, lock=lock, base=base or DonnaConfig(),
@@ -210,11 +230,24 @@ def _dispatch(args: argparse.Namespace) -> int:
     check = getattr(args, "check", None)
     if check is not None:
         check(args)
-    lock, workdir = getattr(args, "lock", None), Path(getattr(args, "workdir", "."))
+    if getattr(args, "workdir", None) is None:  # arch show / sample / list
+        return args.func(args)
+    lock, workdir = getattr(args, "lock", None), Path(args.workdir)
     if lock is None or (lock == "existing" and not workdir.is_dir()):  # nothing there to guard (the stage says so)
+        with _run_log(args, workdir):
+            return args.func(args)
+    with folder_lock(workdir, command=f"donna {args.command}"), _run_log(args, workdir):
         return args.func(args)
-    with folder_lock(workdir, command=f"donna {args.command}"):
-        return args.func(args)
+
+
+def _run_log(args: argparse.Namespace, workdir: Path) -> Any:
+    """The command's log: the run folder's ``run.log`` (appended) and the console; console only when the folder
+    does not exist (a command that needs it then says so)."""
+    from common.log import run_logging
+    from donna.runfolder import RunFolder
+
+    path = RunFolder(workdir).run_log if workdir.is_dir() else None
+    return run_logging(path, command=f"{getattr(args, 'command_line', 'donna ' + args.command)} (donna {version()})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(trees).parse_or_status(argv)
     if isinstance(args, int):
         return args
+    args.command_line = "donna " + shlex.join(argv)
     return run_guarded("donna", lambda: _dispatch(args), debug=getattr(args, "debug", False))
 
 

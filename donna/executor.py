@@ -9,14 +9,19 @@ processes, and ``ray`` runs them as Ray tasks on a local or remote cluster (the 
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,30 @@ class ThreadExecutor(Executor):
         if self.workers <= 1 or len(jobs) <= 1:
             yield from super().completed(jobs)
             return
+        lines: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for line in range(min(self.workers, len(jobs))):
+            lines.put(line)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            yield from _as_completed({pool.submit(job.run): i for i, job in enumerate(jobs)})
+            yield from _as_completed({pool.submit(_on_own_line, job, lines): i for i, job in enumerate(jobs)})
+
+
+_bar_line = threading.local()
+
+
+def bar_position() -> int | None:
+    """The terminal line of this job's progress bar: a fixed line per running job when jobs run on threads at
+    once (so their bars never swap or overwrite lines), None (tqdm's own choice) otherwise."""
+    return getattr(_bar_line, "position", None)
+
+
+def _on_own_line(job: Job, lines: queue.SimpleQueue[int]) -> Any:
+    """Runs ``job`` holding one free bar line (at most one per running thread, so one is always free)."""
+    _bar_line.position = lines.get()
+    try:
+        return job.run()
+    finally:
+        lines.put(_bar_line.position)
+        _bar_line.position = None
 
 
 def _worker_init() -> None:
@@ -252,8 +279,8 @@ class RayExecutor(Executor):
                 attempt, node, result = self._result(done[0], jobs[i])
                 if attempt:
                     self.attempts[jobs[i].name] = attempt + 1
-                    print(f"ray: {jobs[i].name} finished on attempt {attempt + 1} (its worker died before; node "
-                          f"{node[:12]})", file=sys.stderr)
+                    log.warning("%s finished on Ray attempt %d (its worker died before); node %s", jobs[i].name,
+                                attempt + 1, node[:12])
                 yield i, result
         finally:
             for ref in pending:  # Ctrl-C, a failed job or a caller that stopped early: nothing keeps running

@@ -25,7 +25,7 @@ from donna.assemble import recalibrate_bn
 from donna.bkd import BlockLibrary, compute_features
 from donna.config import ScoreConfig
 from donna.data import DataSplits, subset
-from donna.executor import Job, executor_for
+from donna.executor import Job, bar_position, executor_for
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 
 COLUMNS = ["slot", "option", "nsr", "params", "macs"]
@@ -60,7 +60,8 @@ def score_slot(cfg: ScoreConfig, space: SearchSpace, slot: int, supernet: nn.Mod
     recal = list(recal_inputs.to(device).split(cfg.batch_size))
     val_in, val_out = val_inputs.to(device), val_targets.to(device)
     rows, stats = [], {}
-    for spec in tqdm(space.options(slot), desc=f"score slot {slot}", disable=not progress, leave=False):
+    for spec in tqdm(space.options(slot), desc=f"score slot {slot}", disable=not progress, leave=False,
+                     position=bar_position()):
         block = recalibrate_bn(supernet.extract(spec).to(device), recal)
         rows.append({"slot": slot, "option": str(spec), "nsr": nsr(block, val_in, val_out, cfg.eval_batch_size),
                      "params": sum(p.numel() for p in block.parameters()),

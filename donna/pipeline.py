@@ -3,6 +3,7 @@ run's report, in one resumable call."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,9 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from common.log import FILE_ONLY
 from donna.finetune_stage import FinetuneConfig, run_finetune
 from donna.predictor_stage import PredictorRunConfig, build_predictor, summary
-from donna.search_stage import SearchConfig, latency_table_for, run_search, run_space
+from donna.search_stage import SearchConfig, latency_table_for, run_search, run_space, searcher_plan
+from donna.stages import StageClock, count, pipeline_plan
+
+log = logging.getLogger(__name__)
 
 
 def default_target_ms(workdir: Path, device: str, quantile: float = 0.3, samples: int = 2000) -> float:
@@ -42,15 +47,24 @@ def run_pipeline(workdir: str | Path = "runs/demo", predictor_cfg: PredictorRunC
     """
     search_cfg = search_cfg or SearchConfig(target_ms=None)
     finetune_cfg = finetune_cfg or FinetuneConfig(latency_device=search_cfg.latency_device)
+    searcher_plan(search_cfg)  # a bad searcher name or setting fails now, not after an hour of distillation
     workdir, start = Path(workdir), time.perf_counter()
-    print("\n" + summary(build_predictor(workdir, predictor_cfg, progress)) + "\n")
+    clock = StageClock(pipeline_plan(predictor_cfg or PredictorRunConfig(), finetune_cfg))
+    print("\n" + summary(build_predictor(workdir, predictor_cfg, progress, clock)) + "\n")
+    device = search_cfg.latency_device
+    with clock.stage("latency table", device):  # built on first use, then read by the search
+        latency_table_for(workdir, run_space(workdir), device, search_cfg.force, progress)
     if search_cfg.target_ms is None:
-        search_cfg = replace(search_cfg, target_ms=default_target_ms(workdir, search_cfg.latency_device))
-        print(f"latency target: {search_cfg.target_ms} ms on {search_cfg.latency_device} (30th percentile of the "
-              "space)")
-    run_search(workdir, search_cfg, progress)
-    metrics = run_finetune(workdir, finetune_cfg, progress)
+        search_cfg = replace(search_cfg, target_ms=default_target_ms(workdir, device))
+        print(f"latency target: {search_cfg.target_ms} ms on {device} (30th percentile of the space)")
+        log.info("latency target: %s ms on %s (30th percentile of the space)", search_cfg.target_ms, device,
+                 extra=FILE_ONLY)
+    with clock.stage("search", f"{search_cfg.searcher}, target {search_cfg.target_ms} ms on {device}"):
+        run_search(workdir, search_cfg, progress)
+    with clock.stage("finetune", count(finetune_cfg.epochs, "epoch")):
+        metrics = run_finetune(workdir, finetune_cfg, progress)
     from donna.report import write_report  # the one page of the whole run: report.html, report.md
 
-    metrics["run_report"] = str(write_report(workdir, measure_teacher_latency=True).html)
+    with clock.stage("report"):
+        metrics["run_report"] = str(write_report(workdir, measure_teacher_latency=True).html)
     return {**metrics, "seconds": time.perf_counter() - start, "report": f"{metrics['out']}/report.md"}

@@ -6,6 +6,7 @@ run resumes where it stopped when the same command is run again.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from blocks import SearchSpace, get_space, list_spaces
+from common.log import FILE_ONLY
 from donna.bkd import run_bkd
 from donna.config import BKDConfig, DataConfig, ScoreConfig, TeacherConfig
 from donna.data import load_data
@@ -22,7 +24,10 @@ from donna.labels import LabelConfig, make_labels
 from donna.nsr import convergence_check, score_library, write_convergence
 from donna.predictor import AccuracyPredictor, fit_predictor, nsr_columns
 from donna.runfolder import RunFolder, read_json, save_config
+from donna.stages import StageClock, count, predictor_plan
 from donna.teacher import get_teacher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,13 +79,15 @@ def is_space_file(space: str | Path) -> bool:
 
 
 def build_predictor(workdir: str | Path, cfg: PredictorRunConfig | None = None,
-                    progress: bool = True) -> PredictorRun:
+                    progress: bool = True, clock: StageClock | None = None) -> PredictorRun:
     """Runs every stage up to ``predictor.json`` in ``workdir``, resuming finished stages.
 
     Args:
         workdir: the run folder (created when missing).
         cfg: every setting of the stages (default: the embedded default, ``PredictorRunConfig()``).
         progress: show progress bars.
+        clock: logs each stage's start and end (default: a clock of these stages; ``donna run`` passes the
+            clock of the whole pipeline, for its ETA).
 
     Returns:
         The predictor, the labels, the NSR table, stage times, the convergence check and warnings
@@ -90,39 +97,56 @@ def build_predictor(workdir: str | Path, cfg: PredictorRunConfig | None = None,
         ValueError: the run folder was built for another space, data set or teacher.
     """
     cfg = cfg or PredictorRunConfig()
+    clock = clock or StageClock(predictor_plan(cfg))
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     cpu: dict[str, float] = {}
-    clock, cpu_clock = time.perf_counter(), cpu_time()
+    clock_s, cpu_clock = time.perf_counter(), cpu_time()
 
-    def lap(stage: str) -> None:
-        nonlocal clock, cpu_clock
-        seconds[stage], cpu[stage] = time.perf_counter() - clock, cpu_time() - cpu_clock
-        clock, cpu_clock = time.perf_counter(), cpu_time()
+    def lap(stage: str, following: str | None = None, detail: str = "") -> None:
+        nonlocal clock_s, cpu_clock
+        clock.end(stage)
+        seconds[stage], cpu[stage] = time.perf_counter() - clock_s, cpu_time() - cpu_clock
+        clock_s, cpu_clock = time.perf_counter(), cpu_time()
+        if following:
+            clock.begin(following, detail)
 
     base = get_space(cfg.space)
     data = load_data(cfg.data, base.input_size, base.in_channels)
+    log.info("data %s: %d train, %d val, %d test examples, %d classes", cfg.data.name, len(data.train),
+             len(data.val), len(data.test), data.num_classes)
     space = base.with_classes(data.num_classes)
     _record_run(workdir, space, cfg)
     save_config(workdir, "data", cfg.data)
+    clock.begin("teacher", _teacher_detail(cfg))  # its summary time also counts the data loading above
     teacher = get_teacher(cfg.teacher, space, data, workdir, progress)
-    lap("teacher")
+    lap("teacher", "bkd", f"{count(cfg.bkd.epochs, 'epoch')}, {count(space.num_slots, 'slot')}")
     run_bkd(cfg.bkd, space, teacher, data, workdir, progress)
-    lap("bkd")
+    lap("bkd", "scoring", count(sum(len(space.options(s)) for s in range(space.num_slots)), "option"))
     nsr = score_library(cfg.score, space, teacher, data, workdir, progress)
     convergence = convergence_check(nsr, getattr(teacher, "arch", None))
     write_convergence(workdir, convergence)
-    lap("scoring")
+    lap("scoring", "labels", f"{count(cfg.labels.num_labels, 'architecture')} x {count(cfg.labels.epochs, 'epoch')}")
     save_config(workdir, "labels", cfg.labels)
     labels = make_labels(cfg.labels, space, teacher, data, workdir, nsr, progress)
-    lap("labels")
+    lap("labels", "fit", f"ridge on {len(labels)} labels")
     predictor = fit_predictor(labels, nsr_columns(space.num_slots), space=cfg.space)
     predictor.to_json(RunFolder(workdir).predictor_json)
     lap("fit")
     info = read_json(RunFolder(workdir).teacher_json) or {}
-    return PredictorRun(predictor, labels, nsr, seconds, cpu, convergence, info,
-                        stage_warnings(info, convergence, labels, predictor, data.num_classes))
+    result = PredictorRun(predictor, labels, nsr, seconds, cpu, convergence, info,
+                          stage_warnings(info, convergence, labels, predictor, data.num_classes))
+    log.info("build-predictor summary:\n%s", summary(result), extra=FILE_ONLY)
+    return result
+
+
+def _teacher_detail(cfg: PredictorRunConfig) -> str:
+    """What the teacher stage will do, for its log line."""
+    source = cfg.teacher.source or "the space's reference"
+    if cfg.teacher.weights is not None or str(source).endswith(".pt"):
+        return f"{source}, given weights"
+    return f"{source}, {count(cfg.teacher.epochs, 'epoch')} if not trained yet"
 
 
 def cpu_time() -> float:

@@ -60,6 +60,7 @@ def _space_copy_text(source: Path) -> str:
 # ``*`` matches within one path part. The properties below build exactly these paths.
 LAYOUT: tuple[tuple[str, str], ...] = (
     ("config.json", "resolved settings of every stage that ran"),
+    ("run.log", "every command's log, appended: stage start and end lines with times and ETA, warnings"),
     ("space.json", "copy of a user-supplied --space FILE.json (the run reads this copy)"),
     (".lock", "the lock of the stage working in the folder (pid, command, start time)"),
     ("teacher.pt", "teacher weights (when trained here)"),
@@ -231,6 +232,11 @@ class RunFolder:
     def config_json(self) -> Path:
         """Resolved settings of every stage that ran, one section per stage."""
         return self.root / "config.json"
+
+    @property
+    def run_log(self) -> Path:
+        """The log of every command run in the folder, appended (``common.log.run_logging`` writes it)."""
+        return self.root / "run.log"
 
     def read_config(self) -> dict[str, Any]:
         """``config.json`` as a dict (empty when no stage ran yet)."""

@@ -61,7 +61,10 @@ def _arch_jobs(space: Any, n_calibration: int, n_validation: int, n_repeat: int,
 
     archs, seen = [], set()
     rng = np.random.default_rng(seed)
-    while len(archs) < n_calibration + n_validation:
+    wanted = n_calibration + n_validation
+    for _ in range(100 * wanted):  # a space with fewer members than asked for: fewer held out
+        if len(archs) == wanted:
+            break
         arch = space.sample(rng)
         if arch.key not in seen:
             seen.add(arch.key)

@@ -49,9 +49,10 @@ def finished(tmp_path_factory) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every file in ``folder`` (the lock file aside)."""
+    """``{relative path: sha256}`` of every file in ``folder`` (the lock file and run.log, which records the
+    refused attempt, aside)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != LOCK_NAME}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in (LOCK_NAME, "run.log")}
 
 
 def _truncate(name: str, keep: float = 0.5) -> Callable[[Path, Path], None]:

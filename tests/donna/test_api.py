@@ -8,8 +8,9 @@ import pytest
 
 import donna
 
-PROBE = ("import os, sys; os.environ.pop('OMP_WAIT_POLICY', None); import donna; "
-         "print('torch' in sys.modules, 'OMP_WAIT_POLICY' in os.environ, sorted(donna.__all__))")
+PROBE = ("import os, sys; [os.environ.pop(k, None) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')]; import donna; "
+         "print('torch' in sys.modules, 'OMP_WAIT_POLICY' in os.environ or 'GOMP_SPINCOUNT' in os.environ, "
+         "sorted(donna.__all__))")
 
 
 def test_import_donna_is_light_and_has_no_side_effect():
@@ -33,3 +34,18 @@ def test_the_api_names_are_the_functions_the_cli_calls():
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         donna.nope  # noqa: B018
+
+
+POLICY = ("import os, sys; [os.environ.pop(k, None) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')]; {set}"
+          "import donna; donna.run; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GNU OpenMP's spin count is the Linux policy")
+def test_the_first_api_use_sets_a_short_openmp_spin_unless_the_user_chose():
+    def policy(preset: str = "") -> list[str]:
+        code = POLICY.format(set=preset)
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+    assert policy() == ["None", "1000"]
+    assert policy("os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'; ") == ["ACTIVE", "None"]
+    assert policy("os.environ['GOMP_SPINCOUNT'] = '5'; ") == ["None", "5"]

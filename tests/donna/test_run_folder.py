@@ -80,7 +80,7 @@ def test_the_typed_paths_are_the_files_the_stages_wrote(finished):
     search = run.search("nsga2")
     latency = run.latency(DEVICE)
     paths = [run.config_json, run.space_json, run.teacher_pt, run.teacher_json, run.nsr_csv, run.labels_csv,
-             run.predictor_json, run.convergence_json, run.report_html, run.report_md, latency.table_json,
+             run.predictor_json, run.convergence_json, run.report_html, run.report_md, run.run_log, latency.table_json,
              latency.teacher_latency_json, search.pareto_csv, search.selected_json, search.search_json,
              search.pareto_png,
              tuned.model_pt, tuned.model_onnx, tuned.arch_json, tuned.metrics_json, tuned.curve_png, tuned.report_md]
@@ -90,6 +90,18 @@ def test_the_typed_paths_are_the_files_the_stages_wrote(finished):
     assert [str(p) for p in paths if not p.is_file()] == []
     assert all(run.entry(p) is not None for p in paths)
     assert search.member_json(read_json(search.selected_json)["key"]).is_file()
+
+
+def test_donna_run_logs_every_stage_with_an_eta_on_the_console_and_in_run_log(finished):
+    work, _, printed = finished  # the run was --quiet: no bars, still one line as each stage starts and ends
+    stages = ("teacher", "bkd", "scoring", "labels", "fit", "latency table", "search", "finetune", "report")
+    text = RunFolder(work).run_log.read_text()
+    for i, stage in enumerate(stages, 1):
+        for where in (printed, text):
+            assert f"[{i}/9] {stage}: started" in where and f"[{i}/9] {stage}: done in" in where, stage
+    assert re.search(r"\[8/9\] finetune: done in [\d.]+ s; [\d.]+ s so far; 1 stage left, ETA (< 1 min|~\d+ min)$",
+                     text, re.M)
+    assert "Traceback" not in text and text.splitlines()[0].endswith(")")
 
 
 def test_the_space_file_is_copied_in_and_a_changed_file_is_refused(finished, tmp_path):

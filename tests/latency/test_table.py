@@ -114,3 +114,18 @@ def test_calibration_scale_stays_positive_on_noisy_points():
     assert tilted.scale > 0 and tilted.intercept_ms == 0.0
     clean = fit_calibration([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])
     assert np.isclose(clean.scale, 1.0) and np.isclose(clean.intercept_ms, 0.5)
+
+
+def test_a_space_smaller_than_the_sample_gives_fewer_held_out_networks(mini_space):
+    import dataclasses
+
+    from latency.table_build import _arch_jobs
+
+    one = {"kernel": (3,)}
+    slots = tuple(s if i < 2 else dataclasses.replace(s, choices={**s.choices, **one})
+                  for i, s in enumerate(mini_space.slots))
+    four = dataclasses.replace(mini_space, name="four", slots=slots)  # 2 x 2 members
+    jobs = _arch_jobs(four, 3, 30, 1, seed=0)  # used to loop forever drawing a 34th distinct member
+    roles = [j.role for j in jobs]
+    assert roles.count("calibration") == 3 and roles.count("validation") == 1 and roles.count("repeat") == 1
+    assert len({j.arch_key for j in jobs if j.role != "repeat"}) == 4
