@@ -65,7 +65,8 @@ def test_bkd_and_nsr_table_equal_in_process(local_ray, built, space, digits16, t
     teacher, tables, weights = built["teacher"], {}, {}
     for executor in ("inprocess", "ray"):
         folder = tmp_path / executor
-        library = run_bkd(dataclasses.replace(BKD, executor=executor), space, teacher, digits16, folder, progress=False)
+        bkd = dataclasses.replace(BKD, executor=executor, epochs=1)
+        library = run_bkd(bkd, space, teacher, digits16, folder, progress=False)
         weights[executor] = [library.slot_module(s).state_dict() for s in range(space.num_slots)]
         tables[executor] = score_library(dataclasses.replace(SCORE, executor=executor), space, teacher, digits16,
                                          folder, progress=False)
