@@ -47,9 +47,10 @@ def train_and_score(mode: str, cfg: BKDConfig, space, slot: int, views, recal, v
     """Trains the slot in ``mode`` in a scratch folder; NSR of every option after BatchNorm recalibration."""
     with tempfile.TemporaryDirectory(prefix=f"bkd-{mode}-") as tmp:
         start = time.perf_counter()
-        train_slot_cached(dataclasses.replace(cfg, mode=mode), space, slot, views, tmp, "bench", progress=False)
+        trained = train_slot_cached(dataclasses.replace(cfg, mode=mode), space, slot, views, tmp, "bench",
+                                    progress=False)
         seconds = time.perf_counter() - start
-        ckpt = torch.load(RunFolder(tmp).slot_weights(slot), map_location="cpu", weights_only=True)
+    ckpt = trained["weights"]
     module = make_slot_module(mode, space, slot)
     module.load_state_dict(ckpt["state_dict"])
     scores = {}

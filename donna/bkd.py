@@ -31,7 +31,7 @@ from common.device import make_optimizer, set_threads, torch_device, torch_threa
 from common.fileio import atomic_save
 from donna.config import BKDConfig
 from donna.data import DataSplits, TensorSplit, shifted_copy
-from donna.executor import Job, bar_position, get_executor
+from donna.executor import Job, bar_position, executor_for
 from donna.nested_supernet import OptionBank, SlotSupernet, make_slot_module
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 
@@ -191,24 +191,35 @@ class SlotTrainer:
         atomic_save(self.run.slot_checkpoint(self.slot), lambda p: torch.save(state, p))
 
     def finish(self) -> dict[str, Any]:
-        """Writes the slot's weights, then its manifest (the done marker), and removes the checkpoint."""
+        """The slot's trained weights and manifest (``{"slot", "weights", "manifest"}``): a job's result, which the
+        driver writes with ``write_slot``."""
         state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
-        atomic_save(self.run.slot_weights(self.slot),
-                    lambda p: torch.save({"format": LIBRARY_FORMAT, "mode": self.cfg.mode, "slot": self.slot,
-                                          "fingerprint": self.fp, "state_dict": state}, p))
+        weights = {"format": LIBRARY_FORMAT, "mode": self.cfg.mode, "slot": self.slot, "fingerprint": self.fp,
+                   "state_dict": state}
         manifest = {"format": LIBRARY_FORMAT, "slot": self.slot, "mode": self.cfg.mode, "fingerprint": self.fp,
                     "init": "teacher" if self.from_teacher else "random", "epochs": self.epoch,
                     "train_nsr": self.history, "seconds": round(self.seconds, 3),
                     "options": [str(o) for o in self.options]}
-        write_json(self.run.slot_manifest(self.slot), manifest)
-        self.run.slot_checkpoint(self.slot).unlink(missing_ok=True)
-        return manifest
+        return {"slot": self.slot, "weights": weights, "manifest": manifest}
+
+
+def write_slot(run: RunFolder, trained: dict[str, Any]) -> dict[str, Any]:
+    """Driver: writes a trained slot's weights, then its manifest (the done marker), and removes its checkpoint
+    (the one in this run folder; a worker on another machine without a shared file system keeps its own)."""
+    slot = trained["slot"]
+    atomic_save(run.slot_weights(slot), lambda p: torch.save(trained["weights"], p))
+    write_json(run.slot_manifest(slot), trained["manifest"])
+    run.slot_checkpoint(slot).unlink(missing_ok=True)
+    return trained["manifest"]
 
 
 def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list[tuple[torch.Tensor, torch.Tensor]],
                       workdir: str, fp: str, progress: bool = True, step_callback: StepCallback | None = None,
                       teacher_block: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Job: trains one slot from cached teacher features; epoch e uses ``views[e % len(views)]`` (input, target)."""
+    """Job: trains one slot from cached teacher features; epoch e uses ``views[e % len(views)]`` (input, target).
+
+    Checkpoints go to ``workdir`` as seen by the worker; the trained slot is returned (``SlotTrainer.finish``).
+    """
     set_threads(cfg.threads)
     trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, torch_device(cfg.train_device), teacher_block)
     n, bs = len(views[0][0]), cfg.batch_size
@@ -237,7 +248,8 @@ def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list
 def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits,
                           slots: list[int], workdir: str, fps: list[str], progress: bool = True,
                           step_callback: StepCallback | None = None) -> list[dict[str, Any]]:
-    """Job: trains ``slots`` together, one teacher forward per batch feeding every slot (large data sets)."""
+    """Job: trains ``slots`` together, one teacher forward per batch feeding every slot (large data sets); returns
+    every trained slot (``SlotTrainer.finish``)."""
     set_threads(cfg.threads)
     device, run = torch_device(cfg.train_device), RunFolder(workdir)
     trainers = [SlotTrainer(cfg, space, s, run, fps[s], device, teacher.blocks[s]) for s in slots]
@@ -292,7 +304,9 @@ def run_bkd(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: Dat
         with torch_threads(None):  # features use every core; each job then sets cfg.threads
             jobs = _jobs(cfg, space, teacher, data, str(workdir), fps, pending, device, progress, features,
                          step_callback)
-            get_executor(cfg.executor).map(jobs)
+            for _, trained in executor_for(cfg).completed(jobs):
+                for slot in trained if isinstance(trained, list) else [trained]:
+                    write_slot(run, slot)
     return BlockLibrary(workdir, space)
 
 
@@ -382,6 +396,18 @@ class BlockLibrary:
             module.load_state_dict(ckpt["state_dict"])
             self._modules[slot] = module.eval()
         return self._modules[slot]
+
+    def load(self) -> BlockLibrary:
+        """Loads every slot's weights and recalibrated statistics now (a copy sent to another process or machine
+        then needs no run folder there); returns ``self``.
+
+        Raises:
+            ValueError: a slot has no BKD weights yet.
+        """
+        for slot in range(self.space.num_slots):
+            self.slot_module(slot)
+            self.bn_stats(slot)
+        return self
 
     def bn_stats(self, slot: int) -> dict[str, dict[str, torch.Tensor]]:
         """Recalibrated BatchNorm buffers per option string (empty before scoring)."""

@@ -276,11 +276,11 @@ class Command:
 
 
 COMMANDS = {
-    "build-predictor": Command(("seed", "train_device", "space", "plugins"), ("data", "teacher", "bkd", "score",
-                                                                             "labels")),
+    "build-predictor": Command(("seed", "train_device", "space", "plugins", "ray_address"),
+                               ("data", "teacher", "bkd", "score", "labels")),
     "search": Command(("seed", "latency_device", "plugins"), ("search",), "search"),
     "finetune": Command(("seed", "train_device", "latency_device", "plugins"), ("finetune",), "finetune"),
-    "run": Command(("seed", "train_device", "latency_device", "space", "plugins"), SECTIONS),
+    "run": Command(("seed", "train_device", "latency_device", "space", "plugins", "ray_address"), SECTIONS),
 }
 COMMAND_DEFAULTS = {"run": {"search.target_ms": None}}  # donna run: None computes a target the space can meet
 SEARCHER_FLAGS = {"--pop-size": ("pop_size", int_at_least(2)), "--generations": ("generations", int_at_least(1))}

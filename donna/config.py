@@ -22,7 +22,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-SHARED = ("seed", "train_device", "latency_device")  # the tree's fields that every stage with them shares
+SHARED = ("seed", "train_device", "latency_device", "ray_address")  # the tree's fields that every stage with them
+# shares
 
 
 def _meta(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, **metadata: Any) -> Any:
@@ -36,6 +37,10 @@ def _seed() -> Any:
 
 def _train_device() -> Any:
     return _meta("auto", shared="train_device", result=False, kind="train_device")
+
+
+def _ray_address() -> Any:
+    return _meta(None, shared="ray_address", result=False)
 
 
 def affects_result(f: dataclasses.Field) -> bool:
@@ -145,8 +150,9 @@ class BKDConfig(_Section):
     # features once; stream: one teacher forward per batch
     cache_limit_mb: int = _meta(2048, ge=0, result=False)  # auto picks memory when the cached features stay below
     # this size
-    executor: str = _meta("threads", result=False)  # executor running the per-slot jobs (inprocess: one after the
-    # other)
+    executor: str = _meta("threads", result=False)  # executor running the per-slot jobs: threads, processes,
+    # inprocess (one after the other) or ray (tasks on a Ray cluster)
+    ray_address: str | None = _ray_address()  # the Ray cluster of the ray executor (DonnaConfig.ray_address)
     train_device: str = _train_device()  # auto (CUDA when available), cpu or cuda[:N]
     threads: int | None = _meta(1, ge=1, result=False)  # torch CPU threads per job (None: all cores); 1 suits small
     # ops on few cores
@@ -161,8 +167,9 @@ class ScoreConfig(_Section):
     val_samples: int | None = _meta(1000, ge=1)  # val samples NSR is measured on; None: the whole val split
     eval_batch_size: int = _meta(512, ge=1, result=False)  # batch size of the NSR evaluation (memory only)
     seed: int = _seed()  # seed choosing the recalibration samples
-    executor: str = _meta("threads", result=False)  # executor running the per-slot jobs (inprocess: one after the
-    # other)
+    executor: str = _meta("threads", result=False)  # executor running the per-slot jobs: threads, processes,
+    # inprocess (one after the other) or ray (tasks on a Ray cluster)
+    ray_address: str | None = _ray_address()  # the Ray cluster of the ray executor (DonnaConfig.ray_address)
     train_device: str = _train_device()  # auto (CUDA when available), cpu or cuda[:N]
     threads: int | None = _meta(1, ge=1, result=False)  # torch CPU threads per job (None: all cores)
 
@@ -191,8 +198,9 @@ class LabelConfig(_Section):
     # network's BatchNorm; blocks: ablation
     recal_batches: int = _meta(8, ge=1)  # training batches of the whole-network recalibration
     seed: int = _seed()  # seeds the sample and the finetunes
-    executor: str = _meta("processes", choices=("processes", "inprocess"), result=False)  # runs the
-    # per-architecture jobs: processes (one per core) or inprocess
+    executor: str = _meta("processes", choices=("processes", "inprocess", "ray"), result=False)  # runs the
+    # per-architecture jobs: processes (one per core), inprocess or ray (tasks on a Ray cluster)
+    ray_address: str | None = _ray_address()  # the Ray cluster of the ray executor (DonnaConfig.ray_address)
     train_device: str = _train_device()  # training device: auto (CUDA when present), cpu, cuda
 
     def __post_init__(self) -> None:
@@ -280,6 +288,8 @@ class DonnaConfig:
     latency_device: str = _meta("cpu", kind="latency_device")  # latency device profile searched for and measured on
     # (`latency devices` lists them)
     space: str = _meta("mbconv-tiny", kind="space")  # search space name or JSON file
+    ray_address: str | None = _meta(None, result=False)  # Ray cluster of the stages whose executor is ray: none
+    # starts one on this machine, auto joins the one `ray start` runs here, HOST:PORT joins that head
     plugins: list[str] = _meta(default_factory=list, kind="plugins", flag="--plugin", result=False)  # modules
     # imported first: they register data sets or searchers (repeatable)
     data: DataConfig = field(default_factory=DataConfig)

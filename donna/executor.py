@@ -1,23 +1,27 @@
 """A small executor interface for independent jobs (one per slot, option or architecture).
 
-Jobs are plain ``(function, args)`` pairs whose function is importable at module level and whose results
-are written to the run folder by the job itself, so a distributed engine (Ray: ``ray.remote(fn)``, one
-task per job, ``ray.get`` in order) can take them later without a redesign. The default runs them
-in-process, one after the other, in submission order; ``threads`` overlaps them on a thread pool.
+Jobs are plain ``(function, args)`` pairs whose function is importable at module level. A job returns its
+result (a slot's weights, a slot's NSR rows, a label row) and the driver writes it to the run folder as it
+lands (``Executor.completed``), so jobs may run on other machines. The default runs them in-process, one
+after the other, in submission order; ``threads`` overlaps them on a thread pool, ``processes`` on worker
+processes, and ``ray`` runs them as Ray tasks on a local or remote cluster (the optional ``ray`` extra).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from common.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,11 @@ class Executor:
         for i, job in enumerate(jobs):
             yield i, self.run_one(job)
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> Executor:
+        """The executor a stage config asks for (hook: an executor reads the settings it needs from ``cfg``)."""
+        return cls()
+
 
 class InProcessExecutor(Executor):
     """Runs jobs one after the other in this process (the default; shares in-memory tensors for free)."""
@@ -79,17 +88,20 @@ class ThreadExecutor(Executor):
         self.workers = workers or cpu_count()
 
     def map(self, jobs: Sequence[Job]) -> list[Any]:
+        return _in_order(self.completed(jobs), len(jobs))
+
+    def run_one(self, job: Job) -> Any:
+        return job.run()
+
+    def completed(self, jobs: Sequence[Job]) -> Iterator[tuple[int, Any]]:
         if self.workers <= 1 or len(jobs) <= 1:
-            return [job.run() for job in jobs]
+            yield from super().completed(jobs)
+            return
         lines: queue.SimpleQueue[int] = queue.SimpleQueue()
         for line in range(min(self.workers, len(jobs))):
             lines.put(line)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = [pool.submit(_on_own_line, job, lines) for job in jobs]
-            return [f.result() for f in futures]
-
-    def run_one(self, job: Job) -> Any:
-        return job.run()
+            yield from _as_completed({pool.submit(_on_own_line, job, lines): i for i, job in enumerate(jobs)})
 
 
 _bar_line = threading.local()
@@ -147,21 +159,158 @@ class ProcessExecutor(Executor):
         context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context,
                                  initializer=_worker_init) as pool:
-            pending = {pool.submit(job.fn, *job.args, **job.kwargs): i for i, job in enumerate(jobs)}
-            try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        yield pending.pop(future), future.result()
-            finally:
-                for future in pending:
-                    future.cancel()
+            yield from _as_completed({pool.submit(job.fn, *job.args, **job.kwargs): i for i, job in enumerate(jobs)})
 
     def map(self, jobs: Sequence[Job]) -> list[Any]:
-        results: list[Any] = [None] * len(jobs)
-        for i, result in self.completed(jobs):
-            results[i] = result
-        return results
+        return _in_order(self.completed(jobs), len(jobs))
+
+
+def _as_completed(pending: dict[Future, int]) -> Iterator[tuple[int, Any]]:
+    """``(index, result)`` of futures as they finish; the ones not started are cancelled when the caller stops."""
+    try:
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield pending.pop(future), future.result()
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def _in_order(completed: Iterable[tuple[int, Any]], count: int) -> list[Any]:
+    results: list[Any] = [None] * count
+    for i, result in completed:
+        results[i] = result
+    return results
+
+
+RAY_EXTRA = "pip install -e '.[ray]'"  # how to install Ray (the optional extra), named in the missing-Ray error
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, imported only when the ``ray`` executor is chosen.
+
+    Raises:
+        ValueError: Ray is not installed (the line names the extra that installs it).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"executor 'ray' needs Ray, which is not installed here; install the extra: {RAY_EXTRA} "
+                         "(or pip install 'donna-nas[ray]')") from None
+    return ray
+
+
+def _ray_job(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[int | None, str, Any]:
+    """Ray task body: runs one job; returns its attempt number (0 first; None where Ray does not say), its node."""
+    import ray
+
+    worker = ray._private.worker.global_worker  # the attempt number has no public API (Ray 2.60)
+    get_attempt = getattr(getattr(worker, "core_worker", None), "get_current_task_attempt_number", None)
+    try:
+        attempt = int(get_attempt()) if get_attempt else None
+    except Exception:  # a private call: never let it fail the job
+        attempt = None
+    return attempt, ray.get_runtime_context().get_node_id(), fn(*args, **kwargs)
+
+
+class RayExecutor(Executor):
+    """Runs every job as a Ray task (one per job) on a local or running Ray cluster; results come back to the
+    driver as each task finishes, so the driver alone writes the run folder.
+
+    An argument object passed to several jobs (the teacher, the data, cached logits) goes to Ray's object store
+    once (``ray.put``), not once per job. A task whose worker dies (killed, out of memory, node lost) is retried
+    up to ``max_retries`` times; ``attempts`` records the attempt count of every job that needed more than one.
+    A job that raises fails ``completed`` with the job's own exception. Leaving ``completed`` early (Ctrl-C, an
+    error) cancels the outstanding tasks.
+
+    Args:
+        address: None starts (or reuses) a Ray instance on this machine; ``auto`` joins the cluster started with
+            ``ray start`` here; ``HOST:PORT`` joins that cluster's head.
+        num_cpus_per_job: CPUs each task reserves (Ray also sets the task's OMP threads to it).
+        max_retries: retries of a task whose worker died (a job that raises is never retried).
+        resources: custom resources each task requests, e.g. ``{"device:cpu": 1}``.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus_per_job: float = 1, max_retries: int = 2,
+                 resources: dict[str, float] | None = None) -> None:
+        self.ray = import_ray()
+        self.address, self.num_cpus_per_job, self.max_retries = address, num_cpus_per_job, max_retries
+        self.resources = dict(resources or {})
+        self.attempts: dict[str, int] = {}  # job name -> attempts, for jobs retried after a worker died
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> RayExecutor:
+        return cls(address=getattr(cfg, "ray_address", None), num_cpus_per_job=getattr(cfg, "threads", None) or 1)
+
+    def connect(self) -> Any:
+        """Starts or joins Ray once per process (a running ``ray.init`` is reused); returns the module."""
+        if not self.ray.is_initialized():
+            local = self.address is None
+            self.ray.init(address=self.address, include_dashboard=False if local else None,
+                          configure_logging=False, log_to_driver=True)
+        return self.ray
+
+    def run_one(self, job: Job) -> Any:
+        return self.map([job])[0]
+
+    def map(self, jobs: Sequence[Job]) -> list[Any]:
+        return _in_order(self.completed(jobs), len(jobs))
+
+    def completed(self, jobs: Sequence[Job]) -> Iterator[tuple[int, Any]]:
+        if not jobs:
+            return
+        ray = self.connect()
+        task = ray.remote(_ray_job)
+        shared = self._put_shared(jobs)
+        pending = {}
+        for i, job in enumerate(jobs):
+            args = [shared.get(id(a), a) for a in job.args]
+            kwargs = {k: shared.get(id(v), v) for k, v in job.kwargs.items()}
+            ref = task.options(name=job.name, num_cpus=self.num_cpus_per_job, max_retries=self.max_retries,
+                               retry_exceptions=False, resources=self.resources or None).remote(job.fn, *args, **kwargs)
+            pending[ref] = i
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                i = pending.pop(done[0])
+                attempt, node, result = self._result(done[0], jobs[i])
+                if attempt:
+                    self.attempts[jobs[i].name] = attempt + 1
+                    log.warning("%s finished on Ray attempt %d (its worker died before); node %s", jobs[i].name,
+                                attempt + 1, node[:12])
+                yield i, result
+        finally:
+            for ref in pending:  # Ctrl-C, a failed job or a caller that stopped early: nothing keeps running
+                ray.cancel(ref, force=True)
+
+    def _put_shared(self, jobs: Sequence[Job]) -> dict[int, Any]:
+        """Object-store references of the arguments several jobs share (by identity), each put once."""
+        seen: dict[int, int] = {}
+        objects: dict[int, Any] = {}
+        for job in jobs:
+            for value in (*job.args, *job.kwargs.values()):
+                if value is None or isinstance(value, (bool, int, float, str, bytes)):
+                    continue
+                seen[id(value)] = seen.get(id(value), 0) + 1
+                objects[id(value)] = value
+        return {key: self.ray.put(objects[key]) for key, count in seen.items() if count > 1}
+
+    def _result(self, ref: Any, job: Job) -> tuple[int | None, str, Any]:
+        from ray.exceptions import RayTaskError, WorkerCrashedError
+
+        try:
+            return self.ray.get(ref)
+        except RayTaskError as err:  # the job raised: its own exception, with the job named
+            cause = err.cause if isinstance(err.cause, BaseException) else RuntimeError(str(err))
+            if hasattr(cause, "add_note"):
+                cause.add_note(f"(in Ray task {job.name!r})")
+            raise cause from err
+        except WorkerCrashedError as err:
+            raise RuntimeError(f"{job.name}: its Ray worker died on each of {self.max_retries + 1} attempts "
+                               f"(killed, out of memory or its node lost): {err}") from None
 
 
 def cpu_count() -> int:
@@ -173,6 +322,7 @@ EXECUTORS: Registry[type[Executor]] = Registry("executor")
 EXECUTORS.register("inprocess", InProcessExecutor)
 EXECUTORS.register("threads", ThreadExecutor)
 EXECUTORS.register("processes", ProcessExecutor)
+EXECUTORS.register("ray", RayExecutor)  # Ray is imported when one is created, not here
 
 
 def list_executors() -> list[str]:
@@ -180,6 +330,11 @@ def list_executors() -> list[str]:
     return EXECUTORS.names()
 
 
-def get_executor(name: str = "inprocess") -> Executor:
-    """A new executor by registry name (unknown names list the known ones)."""
-    return EXECUTORS.create(name)
+def get_executor(name: str = "inprocess", **options: Any) -> Executor:
+    """A new executor by registry name (unknown names list the known ones); ``options`` go to its class."""
+    return EXECUTORS.create(name, **options)
+
+
+def executor_for(cfg: Any) -> Executor:
+    """The executor a stage config names (``cfg.executor``), built from that config's settings."""
+    return EXECUTORS.get(cfg.executor).from_config(cfg)

@@ -1,8 +1,9 @@
 """The predictor's labels: sampled architectures, assembled from BKD weights, briefly finetuned with
 distillation from the teacher; their val accuracy and NSR features go to ``labels.csv``.
 
-One job per architecture runs through the executor; every finished label is written at once
-(atomically), so a killed run keeps its labels and continues with the next architecture.
+One job per architecture runs through the executor with the block library loaded in memory (no job reads the
+run folder); the driver writes every finished label at once (atomically), so a killed run keeps its labels and
+continues with the next architecture.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from blocks import Arch, SearchSpace, build_model, count_params_macs
 from blocks.teachers import TeacherParts
 from common.device import torch_device
 from common.fileio import atomic_path
+from donna.bkd import BlockLibrary
 from donna.config import SAMPLINGS, LabelConfig  # noqa: F401  (LabelConfig: imported from here by callers)
 from donna.data import DataSplits, subset
-from donna.executor import Job, get_executor
+from donna.executor import Job, executor_for
 from donna.nsr import arch_nsr
 from donna.predictor import nsr_columns, nsr_lookup
 from donna.runfolder import RunFolder, fingerprint
@@ -74,14 +76,15 @@ def _option_indices(space: SearchSpace, arch: Arch) -> np.ndarray:
     return np.array([np.ravel_multi_index(tuple(g), d) for g, d in zip(genes, dims)])
 
 
-def label_one(arch: Arch, cfg: LabelConfig, workdir: Path, space: SearchSpace, teacher: TeacherParts,
+def label_one(arch: Arch, cfg: LabelConfig, library: BlockLibrary | Path, space: SearchSpace, teacher: TeacherParts,
               data: DataSplits, teacher_logits: torch.Tensor, nsr: list[float]) -> dict:
-    """Assembles ``arch`` from BKD weights, recalibrates it, finetunes it briefly, returns its label row."""
+    """Job: assembles ``arch`` from BKD weights (a loaded ``BlockLibrary``, or the run folder holding one),
+    recalibrates it, finetunes it briefly, returns its label row."""
     from donna.assemble import assemble_recalibrated
 
     device = torch_device(cfg.train_device)
     train_set, _ = train_subset(data, cfg.train_samples, cfg.seed)
-    model = assemble_recalibrated(arch, workdir, teacher, data.train, space=space, mode=cfg.recalibrate,
+    model = assemble_recalibrated(arch, library, teacher, data.train, space=space, mode=cfg.recalibrate,
                                   num_batches=cfg.recal_batches, seed=cfg.seed)
     before = evaluate(model, data.val, device=device)
     history = train(model, train_set, data.val, cfg.train_config(), teacher_logits=teacher_logits, device=device)
@@ -111,9 +114,10 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
     rows = done.to_dict("records")
     order = {a.key: i for i, a in enumerate(archs)}
     bar = tqdm(total=len(archs), initial=len(archs) - len(todo), desc="labels", disable=not progress)
-    jobs = [Job(f"label {a.key}", label_one, (a, cfg, workdir, space, teacher, data, logits, arch_nsr(nsr_table, a)))
+    library = BlockLibrary(workdir, space).load() if todo else None  # jobs get the weights, not the folder
+    jobs = [Job(f"label {a.key}", label_one, (a, cfg, library, space, teacher, data, logits, arch_nsr(nsr_table, a)))
             for a in todo]
-    for _, row in get_executor(cfg.executor).completed(jobs):
+    for _, row in executor_for(cfg).completed(jobs):
         rows.append({**row, "fingerprint": fp})
         rows.sort(key=lambda r: order.get(r["key"], len(order)))  # the file lists labels in sample order
         with atomic_path(path) as tmp:

@@ -2,8 +2,9 @@
 
 Each option is extracted from its slot's supernet, its BatchNorm statistics are recalibrated on a few
 training batches of teacher features, and its NSR against the teacher's slot output is measured on the val
-split. One executor job per slot writes its rows and the recalibrated statistics; ``nsr.csv`` (slot, option,
-nsr, params, macs) merges them. A rerun skips slots already scored with the same library and settings.
+split. One executor job per slot gets the slot's supernet and returns its rows and the recalibrated statistics,
+which the driver writes as each job lands; ``nsr.csv`` (slot, option, nsr, params, macs) merges them. A rerun
+skips slots already scored with the same library and settings.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from donna.assemble import recalibrate_bn
 from donna.bkd import BlockLibrary, compute_features
 from donna.config import ScoreConfig
 from donna.data import DataSplits, subset
-from donna.executor import Job, bar_position, get_executor
+from donna.executor import Job, bar_position, executor_for
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 
 COLUMNS = ["slot", "option", "nsr", "params", "macs"]
@@ -49,13 +50,13 @@ def _bn_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
             if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
 
 
-def score_slot(cfg: ScoreConfig, space: SearchSpace, slot: int, workdir: str, recal_inputs: torch.Tensor,
-               val_inputs: torch.Tensor, val_targets: torch.Tensor, fp: str, progress: bool = True) -> list[dict]:
-    """Job: scores every option of ``slot``; writes the recalibrated BatchNorm buffers, then the rows."""
+def score_slot(cfg: ScoreConfig, space: SearchSpace, slot: int, supernet: nn.Module, recal_inputs: torch.Tensor,
+               val_inputs: torch.Tensor, val_targets: torch.Tensor, progress: bool = True) -> dict:
+    """Job: scores every option of ``slot`` from its trained supernet (or option bank); returns the rows and every
+    option's recalibrated BatchNorm buffers (``{"slot", "rows", "stats"}``), which the driver writes."""
     set_threads(cfg.threads)
-    device, run = torch_device(cfg.train_device), RunFolder(workdir)
-    library = BlockLibrary(workdir, space)
-    supernet = library.slot_module(slot).to(device)
+    device = torch_device(cfg.train_device)
+    supernet = supernet.to(device)
     recal = list(recal_inputs.to(device).split(cfg.batch_size))
     val_in, val_out = val_inputs.to(device), val_targets.to(device)
     rows, stats = [], {}
@@ -66,10 +67,15 @@ def score_slot(cfg: ScoreConfig, space: SearchSpace, slot: int, workdir: str, re
                      "params": sum(p.numel() for p in block.parameters()),
                      "macs": count_macs(block, tuple(val_inputs.shape[1:]))})
         stats[str(spec)] = _bn_buffers(block)
+    return {"slot": slot, "rows": rows, "stats": stats}
+
+
+def write_slot_scores(run: RunFolder, library: BlockLibrary, scored: dict, fp: str) -> None:
+    """Driver: writes a scored slot's recalibrated BatchNorm buffers, then its rows (the done marker)."""
+    slot = scored["slot"]
     lib_fp = library.manifest(slot)["fingerprint"]
-    atomic_save(run.slot_bn(slot), lambda p: torch.save({"fingerprint": lib_fp, "stats": stats}, p))
-    write_json(run.slot_scores(slot), {"fingerprint": fp, "rows": rows})
-    return rows
+    atomic_save(run.slot_bn(slot), lambda p: torch.save({"fingerprint": lib_fp, "stats": scored["stats"]}, p))
+    write_json(run.slot_scores(slot), {"fingerprint": fp, "rows": scored["rows"]})
 
 
 def _scoring_features(cfg: ScoreConfig, teacher: TeacherParts, data: DataSplits,
@@ -109,9 +115,10 @@ def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, d
     if pending:
         with torch_threads(None):  # features use every core; each job then sets cfg.threads
             recal, val = _scoring_features(cfg, teacher, data, device)
-            jobs = [Job(f"score slot {s}", score_slot, (cfg, space, s, str(workdir), recal[s], val[s], val[s + 1],
-                                                         fps[s], progress)) for s in pending]
-            get_executor(cfg.executor).map(jobs)
+            jobs = [Job(f"score slot {s}", score_slot, (cfg, space, s, library.slot_module(s), recal[s], val[s],
+                                                         val[s + 1], progress)) for s in pending]
+            for _, scored in executor_for(cfg).completed(jobs):
+                write_slot_scores(run, library, scored, fps[scored["slot"]])
     rows = [row for s in range(space.num_slots) for row in read_json(run.slot_scores(s))["rows"]]
     table = pd.DataFrame(rows, columns=COLUMNS)
     with atomic_path(run.nsr_csv) as tmp:

@@ -142,6 +142,20 @@ def test_result_marker_decides_the_fingerprint():
     assert "arch" not in FinetuneConfig().fingerprint() and "latency_device" not in FinetuneConfig().fingerprint()
 
 
+def test_ray_executor_and_address_reach_every_job_stage():
+    tree = parse_config(["build-predictor", "--set", "bkd.executor=ray", "--set", "score.executor=ray",
+                         "--set", "labels.executor=ray", "--ray-address", "10.0.0.5:6379"])
+    assert (tree.bkd.executor, tree.score.executor, tree.labels.executor) == ("ray", "ray", "ray")
+    assert tree.ray_address == tree.bkd.ray_address == tree.score.ray_address == tree.labels.ray_address \
+        == "10.0.0.5:6379"
+    assert parse_config(["run", "--set", "ray_address=auto"]).labels.ray_address == "auto"
+    assert "ray_address" not in tree.bkd.fingerprint() and tree.bkd.fingerprint() == BKDConfig().fingerprint()
+    with pytest.raises(ValueError, match="choose from processes, inprocess, ray"):
+        parse_config(["build-predictor", "--set", "labels.executor=threads"])
+    saved = {name: dataclasses.asdict(getattr(tree, name)) for name in ("data", "bkd", "score", "labels")}
+    assert from_sections(saved).labels.ray_address == "10.0.0.5:6379"  # a saved config.json keeps the address
+
+
 def test_flags_keep_one_name_across_commands(capsys):
     for command in ("build-predictor", "finetune", "run"):
         assert "--train-device" in _help(command, capsys)

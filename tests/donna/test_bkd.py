@@ -84,12 +84,21 @@ def test_independent_mode_trains_every_option(space, digits16, built, tmp_path):
 
 
 def test_executor_registry_runs_jobs_in_order():
-    assert list_executors() == ["inprocess", "processes", "threads"]
+    assert list_executors() == ["inprocess", "processes", "ray", "threads"]
     jobs = [Job(f"job {i}", pow, (i, 2)) for i in range(5)]
     assert get_executor("inprocess").map(jobs) == get_executor("threads").map(jobs) == [0, 1, 4, 9, 16]
     assert get_executor("processes").map(jobs) == [0, 1, 4, 9, 16]
     assert sorted(get_executor("processes").completed(jobs)) == list(enumerate([0, 1, 4, 9, 16]))
-    with pytest.raises(ValueError, match="known executors: inprocess, processes, threads"):
+    assert sorted(get_executor("threads", workers=2).completed(jobs)) == list(enumerate([0, 1, 4, 9, 16]))
+    with pytest.raises(ValueError, match="known executors: inprocess, processes, ray, threads"):
+        get_executor("spark")
+
+
+def test_the_ray_executor_without_ray_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as it does where Ray is not installed
+    with pytest.raises(ValueError, match=r"install the extra: pip install -e '\.\[ray\]'"):
         get_executor("ray")
 
 
