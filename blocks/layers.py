@@ -146,6 +146,9 @@ class LocalGlobalAttention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = ConvBNAct(channels, channels, 1, act=None)
 
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         tokens = self.project(self.local(x)).flatten(2).transpose(1, 2)  # (B, HW, C)
