@@ -20,24 +20,28 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from blocks.builder import build_head, build_stem, init_weights
-from blocks.ir import KNOBS, BlockSpec
-from blocks.layers import BLOCK_LAYERS
+from blocks.ir import KNOBS, UNUSED_KNOBS, BlockSpec
+from blocks.layers import BLOCK_LAYERS, LocalGlobalAttention
 from blocks.spaces import SearchSpace, SlotSpace
 
-OP_KNOBS = tuple(k for k in KNOBS if k != "depth")  # the knobs that make one candidate op
+OP_KNOBS = tuple(k for k in KNOBS if k != "depth")  # the knobs that make one candidate op (+ the slot's optional)
 BN_MODES = ("affine", "non_affine", "frozen_gamma")
 
 
 def slot_ops(slot: SlotSpace) -> list[dict[str, Any]]:
-    """Every candidate op of ``slot``: one dict per combination of ``OP_KNOBS`` (last knob fastest)."""
-    sizes = [len(slot.choices[k]) for k in OP_KNOBS]
+    """Every candidate op of ``slot``: one dict per combination of its knobs but depth (last knob fastest); a knob
+    the op's type ignores holds its neutral value, as in ``SlotSpace.block``."""
+    knobs = tuple(k for k in slot.knobs if k != "depth")
+    sizes = [len(slot.choices[k]) for k in knobs]
     ops = []
     for flat in range(math.prod(sizes)):
         idx, rest = [], flat
         for size in reversed(sizes):
             idx.append(rest % size)
             rest //= size
-        ops.append({k: slot.choices[k][j] for k, j in zip(OP_KNOBS, reversed(idx))})
+        op = {k: slot.choices[k][j] for k, j in zip(knobs, reversed(idx))}
+        op.update({k: v for k, v in UNUSED_KNOBS.get(op["type"], {}).items() if k in op})
+        ops.append(op)
     return ops
 
 
@@ -47,8 +51,10 @@ def op_block(slot: SlotSpace, op: dict[str, Any], depth: int) -> BlockSpec:
 
 
 def op_name(op: dict[str, Any]) -> str:
-    """A short readable name of a candidate op, e.g. ``ir_k3_e4_se0.25_swish``."""
-    return f"{op['type']}_k{op['kernel']}_e{op['expansion']}_se{op['se']:g}_{op['act']}"
+    """A short readable name of a candidate op, e.g. ``ir_k3_e4_se0.25_swish`` (``gir_k3_e4_g8_se0_mh4_swish``)."""
+    group = f"_g{op['group_width']}" if op.get("group_width") else ""
+    attn = f"_mh{op['attn']}" if op.get("attn") else ""
+    return f"{op['type']}_k{op['kernel']}_e{op['expansion']}{group}_se{op['se']:g}{attn}_{op['act']}"
 
 
 def set_bn_mode(module: nn.Module, mode: str) -> None:
@@ -79,10 +85,22 @@ def set_bn_mode(module: nn.Module, mode: str) -> None:
 
 
 def make_op(op: dict[str, Any], cin: int, cout: int, stride: int, bn_mode: str = "affine") -> nn.Module:
-    """One candidate op: a single layer of ``op['type']`` without its residual connection."""
-    layer = BLOCK_LAYERS[op["type"]](cin, cout, op["kernel"], stride, op["expansion"], op["se"], op["act"])
+    """One candidate op: a single layer of ``op['type']`` without its residual connection.
+
+    With ``op['attn']`` > 0 the layer is followed by the block's self-attention layer. An adaptation: a block has
+    one attention layer after its last layer; here every layer position of the op carries it, so that one op is
+    one module. Partial channels narrow an op: a group width or head count that does not divide the narrower
+    width shrinks to the greatest common divisor (the op is a proxy of the block, as partial channels are).
+    """
+    cls = BLOCK_LAYERS[op["type"]]
+    extras = {}
+    if "group_width" in getattr(cls, "extra_fields", ()):
+        extras["group_width"] = math.gcd(op["group_width"], int(round(cin * op["expansion"])))
+    layer = cls(cin, cout, op["kernel"], stride, op["expansion"], op["se"], op["act"], **extras)
     if hasattr(layer, "use_residual"):
         layer.use_residual = False
+    if op.get("attn"):
+        layer = nn.Sequential(layer, LocalGlobalAttention(cout, math.gcd(op["attn"], cout), op["act"]))
     init_weights(layer)
     set_bn_mode(layer, bn_mode)
     return layer

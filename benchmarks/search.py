@@ -25,7 +25,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import numpy as np  # noqa: E402
 
-from blocks import KNOBS, BlockSpec, SearchSpace, get_space  # noqa: E402
+from blocks import BlockSpec, SearchSpace, get_space  # noqa: E402
 from search import Additive, Objective, SearchResult, SlotTable, create_searcher, resolve_reference  # noqa: E402
 from search.objectives import GenomeProblem  # noqa: E402
 
@@ -70,7 +70,7 @@ def build_tables(space: SearchSpace, seed: int = 0) -> Tables:
         latency.append((macs / 1e6 * LATENCY_MS_PER_MMAC + layers * LATENCY_MS_PER_LAYER) * noise[0])
         gain.append(np.log1p(macs / 1e4) * noise[1])
     _, upper = space.genome_bounds()
-    sizes = upper[: len(KNOBS)] + 1
+    sizes = upper[: len(space.knobs)] + 1
     radix = np.concatenate([np.cumprod(sizes[::-1])[::-1][1:], [1]])
     return Tables(latency, gain, radix)
 
@@ -80,7 +80,7 @@ def make_objectives(space: SearchSpace, tables: Tables) -> list[Objective]:
 
     Each also carries its per-slot tables (``Objective.additive``) for the exact searcher.
     """
-    n_knobs = len(KNOBS)
+    n_knobs = len(space.knobs)
     sizes = space.genome_bounds()[1][:n_knobs] + 1
     codes = np.stack(np.unravel_index(np.arange(int(np.prod(sizes))), sizes), axis=1)  # option j -> knob genes
     genes = [tuple(range(s * n_knobs, (s + 1) * n_knobs)) for s in range(space.num_slots)]
@@ -105,7 +105,7 @@ def check_option_order(space: SearchSpace, tables: Tables) -> None:
     """The mixed-radix index must pick the same option as ``space.options`` (genome order)."""
     genome = space.encode(space.sample(1))
     for s in range(space.num_slots):
-        index = int(genome[s * len(KNOBS):(s + 1) * len(KNOBS)] @ tables.radix)
+        index = int(genome[s * len(space.knobs):(s + 1) * len(space.knobs)] @ tables.radix)
         if space.options(s)[index] != space.decode(genome).blocks[s]:
             raise RuntimeError(f"option index mismatch in slot {s}; the genome order changed")
 

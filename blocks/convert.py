@@ -4,7 +4,9 @@ The compact string, in the spirit of timm's block strings, reads for example::
 
     in3x32 stem[conv_d1_k3_s2_e1_c16_arelu] ir_d2_k5_s1_e4_c16_se0.25_aswish ... head[c128_arelu_dp0.2] n10 @mbconv-tiny
 
-Each block token is ``<type>_d<depth>_k<kernel>_s<stride>_e<expansion>_c<out>[_se<ratio>]_a<act>``.
+Each block token is
+``<type>_d<depth>_k<kernel>_s<stride>_e<expansion>_c<out>[_g<width>][_se<ratio>][_mh<heads>]_a<act>``
+(``_g``: channels per group of a ``gir`` block; ``_mh``: heads of its self-attention layer; both omitted at 0).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blocks.ir import KNOBS, SCHEMA_VERSION, Arch, BlockSpec, HeadSpec, _check_keys
+from blocks.ir import SCHEMA_VERSION, UNUSED_KNOBS, Arch, BlockSpec, HeadSpec, _check_keys
 from common.fileio import atomic_write_text
 
 if TYPE_CHECKING:
@@ -28,9 +30,10 @@ _TOKEN_RE = {
     "depth": re.compile(r"^d(\d+)$"), "kernel": re.compile(r"^k(\d+)$"),
     "stride": re.compile(r"^s(\d+)$"), "expansion": re.compile(r"^e(\d+(?:\.\d+)?)$"),
     "out_channels": re.compile(r"^c(\d+)$"), "se": re.compile(r"^se(\d+(?:\.\d+)?)$"),
+    "group_width": re.compile(r"^g(\d+)$"), "attn": re.compile(r"^mh(\d+)$"),
     "act": re.compile(r"^a([a-z0-9]+)$"),
 }
-_BLOCK_FORMAT = "<type>_d<depth>_k<kernel>_s<stride>_e<expansion>_c<out>[_se<ratio>]_a<act>"
+_BLOCK_FORMAT = "<type>_d<depth>_k<kernel>_s<stride>_e<expansion>_c<out>[_g<width>][_se<ratio>][_mh<heads>]_a<act>"
 
 
 def _num(x: int | float) -> str:
@@ -125,8 +128,12 @@ def block_to_string(spec: BlockSpec) -> str:
     """``ir_d2_k3_s2_e6_c24_se0.25_aswish`` for one block."""
     parts = [spec.type, f"d{spec.depth}", f"k{spec.kernel}", f"s{spec.stride}",
              f"e{_num(spec.expansion)}", f"c{spec.out_channels}"]
+    if spec.group_width:
+        parts.append(f"g{spec.group_width}")
     if spec.se > 0:
         parts.append(f"se{_num(spec.se)}")
+    if spec.attn:
+        parts.append(f"mh{spec.attn}")
     parts.append(f"a{spec.act}")
     return "_".join(parts)
 
@@ -197,25 +204,29 @@ def arch_from_string(text: str) -> Arch:
 # ---- genome ----------------------------------------------------------------------------------
 
 def arch_to_genome(arch: Arch, space: SearchSpace) -> np.ndarray:
-    """Integer genome of ``arch`` in ``space``: for each slot, one index per knob in ``KNOBS``."""
+    """Integer genome of ``arch`` in ``space``: for each slot, one index per knob in ``space.knobs``.
+
+    A knob the block's type ignores (it holds its neutral value) has gene 0: the slot offers it one value.
+    """
     space.validate(arch)
     genes = []
     for slot, spec in zip(space.slots, arch.blocks):
-        genes += [slot.choices[knob].index(getattr(spec, knob)) for knob in KNOBS]
+        ignored = UNUSED_KNOBS.get(spec.type, {})
+        genes += [0 if knob in ignored else slot.choices[knob].index(getattr(spec, knob)) for knob in space.knobs]
     return np.asarray(genes, dtype=np.int64)
 
 
 def genome_to_arch(genome: Any, space: SearchSpace) -> Arch:
     """The ``Arch`` that ``genome`` encodes in ``space`` (inverse of ``arch_to_genome``)."""
     genes = np.asarray(genome).astype(np.int64).ravel()
-    expected = len(KNOBS) * len(space.slots)
-    if genes.size != expected:
-        raise ValueError(f"genome has {genes.size} genes; space {space.name!r} needs {expected}")
+    n = len(space.knobs)
+    if genes.size != n * len(space.slots):
+        raise ValueError(f"genome has {genes.size} genes; space {space.name!r} needs {n * len(space.slots)}")
     blocks = []
     for i, slot in enumerate(space.slots):
         knobs = {}
-        for j, knob in enumerate(KNOBS):
-            idx, allowed = int(genes[i * len(KNOBS) + j]), slot.choices[knob]
+        for j, knob in enumerate(space.knobs):
+            idx, allowed = int(genes[i * n + j]), slot.choices[knob]
             if not 0 <= idx < len(allowed):
                 raise ValueError(f"genome slot {i} {knob}: index {idx} out of range 0..{len(allowed) - 1} "
                                  f"(allowed values {list(allowed)})")

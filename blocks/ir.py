@@ -2,7 +2,9 @@
 
 One network has one ``arch.key``: a ``BlockSpec`` refuses a knob its block type ignores unless the knob
 holds its neutral value (``UNUSED_KNOBS``: a depthwise-separable ``ds`` block has no expansion, a plain
-``conv`` layer has neither expansion nor squeeze-and-excitation), so no two specs build the same layers.
+``conv`` layer has neither expansion nor squeeze-and-excitation, only ``gir`` has a group width), so no two
+specs build the same layers. The knobs added after the first release (``OPTIONAL_KNOBS``: ``group_width``,
+``attn``) are left out of the JSON form at their neutral value, so every key written before them still holds.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
-BLOCK_TYPES = ("ir", "fir", "ds", "conv")  # inverted residual, fused IR, depthwise-separable, plain conv
+# inverted residual, fused IR, grouped IR (grouped kxk instead of depthwise), depthwise-separable, plain conv
+BLOCK_TYPES = ("ir", "fir", "gir", "ds", "conv")
 ACTIVATIONS = ("relu", "relu6", "swish", "hswish")
 STRIDES = (1, 2)
-KNOBS = ("type", "kernel", "expansion", "depth", "se", "act")  # the searchable fields, in genome order
+KNOBS = ("type", "kernel", "expansion", "depth", "se", "act")  # the searchable fields every space has, genome order
+# Searchable fields a space may add after KNOBS (genome order), each with its neutral value: a space that does not
+# name one has no gene for it and every block holds the neutral value.
+OPTIONAL_KNOBS: dict[str, int] = {"group_width": 0, "attn": 0}
 # Knobs a block type ignores, with the one (neutral) value each must hold there; see the module docstring.
-UNUSED_KNOBS: dict[str, dict[str, int | float]] = {"ds": {"expansion": 1}, "conv": {"expansion": 1, "se": 0.0}}
+UNUSED_KNOBS: dict[str, dict[str, int | float]] = {
+    "ir": {"group_width": 0}, "fir": {"group_width": 0}, "gir": {},
+    "ds": {"expansion": 1, "group_width": 0}, "conv": {"expansion": 1, "se": 0.0, "group_width": 0, "attn": 0},
+}
 
 
 def _fail(field_name: str, value: Any, allowed: str, where: str) -> None:
@@ -35,7 +44,8 @@ def _as_number(value: Any, field_name: str, where: str) -> int | float:
 
 # Size limits, checked before anything is built or allocated (a typo like depth 100000 fails at once).
 LIMITS = {"kernel": 31, "depth": 64, "out_channels": 16384, "expansion": 64, "input_size": 4096,
-          "num_classes": 100_000, "in_channels": 64, "channels": 16384, "blocks": 64, "stem": 16}
+          "attn": 64, "group_width": 4096, "num_classes": 100_000, "in_channels": 64, "channels": 16384,
+          "blocks": 64, "stem": 16}
 
 
 def _check_limit(field_name: str, value: int | float, where: str) -> None:
@@ -73,6 +83,8 @@ class BlockSpec:
     depth: int = 1  # number of layers in the block
     se: float = 0.0  # squeeze-and-excitation ratio of the block input channels; 0 = off (always 0 for conv)
     act: str = "relu"  # activation, one of ACTIVATIONS
+    group_width: int = 0  # channels per group of the grouped kxk conv (gir only, >= 2); 0 elsewhere
+    attn: int = 0  # heads of the self-attention layer closing the block (blocks.layers.LocalGlobalAttention); 0 = none
 
     def __post_init__(self) -> None:
         where = "BlockSpec"
@@ -98,23 +110,49 @@ class BlockSpec:
             _fail("act", self.act, ", ".join(ACTIVATIONS), where)
         object.__setattr__(self, "expansion", expansion)
         object.__setattr__(self, "se", se)
+        self._check_optional(where)
         for knob, neutral in UNUSED_KNOBS.get(self.type, {}).items():
             if getattr(self, knob) != neutral:
                 raise ValueError(f"{where}: {knob} {getattr(self, knob)!r} has no effect on a {self.type!r} block; "
                                  f"use {knob} {neutral} (blocks.ir.UNUSED_KNOBS), so one network has one key")
 
+    def _check_optional(self, where: str) -> None:
+        """Group width and attention heads: integers in range that divide the channels they split."""
+        for name in OPTIONAL_KNOBS:
+            _check_limit(name, _as_int(getattr(self, name), name, where, minimum=0), where)
+        if self.type == "gir":
+            if self.group_width < 2:
+                _fail("group_width", self.group_width, "an integer >= 2 for a 'gir' block (1 is the depthwise "
+                      "'ir' block)", where)
+            hidden = int(round(self.out_channels * self.expansion))
+            if hidden % self.group_width:
+                _fail("group_width", self.group_width, f"a divisor of the hidden width {hidden} "
+                      f"(expansion {self.expansion:g} x {self.out_channels} channels)", where)
+        if self.attn and self.out_channels % self.attn:
+            _fail("attn", self.attn, f"a number of heads dividing out_channels {self.out_channels}", where)
+
+    def check_input(self, in_channels: int, where: str = "BlockSpec") -> None:
+        """Raises ``ValueError`` when the first layer cannot take ``in_channels`` (a gir group width that does
+        not divide its hidden width); the other layers were checked at construction."""
+        hidden = int(round(in_channels * self.expansion))
+        if self.type == "gir" and hidden % self.group_width:
+            _fail("group_width", self.group_width, f"a divisor of the first layer's hidden width {hidden} "
+                  f"(expansion {self.expansion:g} x {in_channels} input channels)", where)
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of this block."""
-        return {
+        """The JSON form of this block (optional knobs only where they differ from their neutral value)."""
+        data = {
             "type": self.type, "kernel": self.kernel, "stride": self.stride,
             "out_channels": self.out_channels, "expansion": self.expansion, "depth": self.depth,
             "se": self.se, "act": self.act,
         }
+        data.update({k: getattr(self, k) for k, neutral in OPTIONAL_KNOBS.items() if getattr(self, k) != neutral})
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "BlockSpec") -> BlockSpec:
         """Builds a block from its JSON form; unknown or missing keys raise ``ValueError``."""
-        keys = ("type", "kernel", "stride", "out_channels", "expansion", "depth", "se", "act")
+        keys = ("type", "kernel", "stride", "out_channels", "expansion", "depth", "se", "act", *OPTIONAL_KNOBS)
         _check_keys(data, keys, where)
         missing = [k for k in ("type", "kernel", "stride", "out_channels") if k not in data]
         if missing:

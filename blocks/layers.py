@@ -103,6 +103,62 @@ class FusedInvertedResidual(nn.Module):
         return out + x if self.use_residual else out
 
 
+class GroupedInvertedResidual(InvertedResidual):
+    """Grouped MBConv: 1x1 expand -> grouped kxk (``group_width`` channels per group) -> SE -> 1x1 project.
+
+    Why the kxk conv is the grouped one (ResNeXt / RegNet style, DONNA's "grouped" layer type) and not the 1x1s:
+    the depthwise kxk is the layer with the least work per byte, slow on GPUs and NPUs, and a grouped kxk is the
+    knob between it (group width 1) and a dense kxk, so ``group_width`` trades MACs for arithmetic intensity
+    while every other knob keeps its meaning. Grouping the 1x1s instead would cut the MACs that matter most on a
+    CPU but needs a channel shuffle to mix groups, an op most backends run as a slow copy. The width per group,
+    not the number of groups, is the knob (as in RegNet), so one value fits every layer and expansion of a slot.
+    """
+
+    extra_fields = ("group_width",)  # BlockSpec fields this layer takes beyond the shared ones
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expansion: float, se: float,
+                 act: str, group_width: int = 2) -> None:
+        super().__init__(cin, cout, kernel, stride, expansion, se, act)
+        hidden = int(round(cin * expansion))
+        if hidden % group_width:
+            raise ValueError(f"group_width {group_width} does not divide the hidden width {hidden} "
+                             f"({cin} channels x expansion {expansion:g}); choose a divisor")
+        self.depthwise = ConvBNAct(hidden, hidden, kernel, stride, groups=hidden // group_width, act=act)
+
+
+class LocalGlobalAttention(nn.Module):
+    """Light multi-head self-attention over the feature map (MobileViT-style local-global), with a residual.
+
+    3x3 depthwise conv (local) -> 1x1 conv + BN + act (projection) -> tokens (one per pixel) -> LayerNorm ->
+    scaled dot-product attention with ``heads`` heads -> 1x1 conv + BN back to the map -> added to the input.
+    Written out (no ``nn.MultiheadAttention``) so the exported ONNX graph is plain MatMul / Softmax, the same on
+    every exporter and runtime. Cost grows with the square of the pixel count: meant for low-resolution slots.
+    """
+
+    def __init__(self, channels: int, heads: int, act: str) -> None:
+        super().__init__()
+        if heads < 1 or channels % heads:
+            raise ValueError(f"attention heads {heads} must divide the channels {channels}")
+        self.heads = heads
+        self.local = ConvBNAct(channels, channels, 3, groups=channels, act=None)
+        self.project = ConvBNAct(channels, channels, 1, act=act)
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = ConvBNAct(channels, channels, 1, act=None)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.project(self.local(x)).flatten(2).transpose(1, 2)  # (B, HW, C)
+        qkv = self.qkv(self.norm(tokens)).reshape(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, heads, HW, C / heads)
+        weights = torch.softmax(q @ k.transpose(-2, -1) * (c // self.heads) ** -0.5, dim=-1)
+        mixed = (weights @ v).transpose(1, 2).reshape(b, h * w, c).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.out(to_channels_last(mixed))
+
+
 class DepthwiseSeparable(InvertedResidual):
     """Depthwise kxk -> SE -> pointwise 1x1 (an inverted residual with expansion 1)."""
 
@@ -120,26 +176,36 @@ class PlainConv(ConvBNAct):
 
 
 # The one table from block code to layer class; every class takes (cin, cout, kernel, stride,
-# expansion, se, act).
+# expansion, se, act) and, as keywords, the BlockSpec fields named in its ``extra_fields``.
 BLOCK_LAYERS: dict[str, type[nn.Module]] = {
     "ir": InvertedResidual,
     "fir": FusedInvertedResidual,
+    "gir": GroupedInvertedResidual,
     "ds": DepthwiseSeparable,
     "conv": PlainConv,
 }
 
 
+def layer_extras(spec: BlockSpec) -> dict[str, int]:
+    """The keyword arguments that ``BLOCK_LAYERS[spec.type]`` takes beyond the shared ones."""
+    return {name: getattr(spec, name) for name in getattr(BLOCK_LAYERS[spec.type], "extra_fields", ())}
+
+
 class BlockStage(nn.Sequential):
-    """``spec.depth`` layers of ``spec.type``: the first applies the stride and the width change."""
+    """``spec.depth`` layers of ``spec.type``: the first applies the stride and the width change; then, when
+    ``spec.attn`` > 0, one ``LocalGlobalAttention`` layer (the last module)."""
 
     def __init__(self, spec: BlockSpec, in_channels: int) -> None:
+        spec.check_input(in_channels)
         layer_cls = BLOCK_LAYERS[spec.type]
         layers = []
         for i in range(spec.depth):
             cin = in_channels if i == 0 else spec.out_channels
             stride = spec.stride if i == 0 else 1
             layers.append(layer_cls(cin, spec.out_channels, spec.kernel, stride, spec.expansion, spec.se,
-                                    spec.act))
+                                    spec.act, **layer_extras(spec)))
+        if spec.attn:
+            layers.append(LocalGlobalAttention(spec.out_channels, spec.attn, spec.act))
         super().__init__(*layers)
         self.spec = spec
         self.in_channels = in_channels

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from blocks.convert import arch_to_genome, genome_to_arch
-from blocks.ir import KNOBS, UNUSED_KNOBS, Arch, BlockSpec, HeadSpec, _check_keys
+from blocks.ir import KNOBS, OPTIONAL_KNOBS, UNUSED_KNOBS, Arch, BlockSpec, HeadSpec, _check_keys
 
 
 def conv_out(size: int, stride: int) -> int:
@@ -29,8 +29,18 @@ class SlotSpace:
     out_channels: int
     choices: dict[str, tuple] = field(hash=False)
 
+    @property
+    def knobs(self) -> tuple[str, ...]:
+        """The knobs this slot searches, in genome order: ``KNOBS``, then the optional knobs it names."""
+        return KNOBS + tuple(k for k in OPTIONAL_KNOBS if k in self.choices)
+
     def block(self, **knobs: Any) -> BlockSpec:
-        """The ``BlockSpec`` of this slot with the given knob values."""
+        """The ``BlockSpec`` of this slot with the given knob values.
+
+        A knob the block's type ignores takes its neutral value (``UNUSED_KNOBS``); the slot offers such a knob
+        one value only (checked at load), so every combination of choices is one distinct network.
+        """
+        knobs.update(UNUSED_KNOBS.get(knobs.get("type"), {}))
         return BlockSpec(stride=self.stride, out_channels=self.out_channels, **knobs)
 
     @property
@@ -56,6 +66,11 @@ class SearchSpace:
     @property
     def num_slots(self) -> int:
         return len(self.slots)
+
+    @property
+    def knobs(self) -> tuple[str, ...]:
+        """The knobs of every slot's genes, in genome order (``KNOBS`` plus the optional knobs the space names)."""
+        return self.slots[0].knobs
 
     @cached_property
     def _shapes(self) -> list[tuple[int, int, int]]:
@@ -99,13 +114,13 @@ class SearchSpace:
     def options(self, i: int) -> list[BlockSpec]:
         """Every option of slot ``i`` in genome order (the last knob varies fastest)."""
         self._check_slot(i)
-        slot = self.slots[i]
-        grids = np.indices([len(slot.choices[k]) for k in KNOBS]).reshape(len(KNOBS), -1).T
-        return [slot.block(**{k: slot.choices[k][j] for k, j in zip(KNOBS, row)}) for row in grids]
+        slot, knobs = self.slots[i], self.knobs
+        grids = np.indices([len(slot.choices[k]) for k in knobs]).reshape(len(knobs), -1).T
+        return [slot.block(**{k: slot.choices[k][j] for k, j in zip(knobs, row)}) for row in grids]
 
     def genome_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Inclusive integer bounds (xl, xu) of every gene."""
-        upper = [len(slot.choices[k]) - 1 for slot in self.slots for k in KNOBS]
+        upper = [len(slot.choices[k]) - 1 for slot in self.slots for k in self.knobs]
         return np.zeros(len(upper), dtype=np.int64), np.asarray(upper, dtype=np.int64)
 
     # ---- conversions --------------------------------------------------------------------------
@@ -144,8 +159,11 @@ class SearchSpace:
         return self.decode(genome).with_provenance(arch.provenance)
 
     def reference(self) -> Arch:
-        """The largest member: the last value of every knob (the default teacher)."""
-        return self.make_arch([slot.block(**{k: slot.choices[k][-1] for k in KNOBS}) for slot in self.slots])
+        """The largest member (the default teacher): the last value of every knob of ``KNOBS`` and the first value
+        of every optional knob (``OPTIONAL_KNOBS``: list the plain block first, so the teacher stays the plain
+        DONNA reference block and the extensions are options around it)."""
+        return self.make_arch([slot.block(**{k: slot.choices[k][0 if k in OPTIONAL_KNOBS else -1]
+                                             for k in self.knobs}) for slot in self.slots])
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self, arch: Arch) -> Arch:
@@ -162,8 +180,13 @@ class SearchSpace:
                 if getattr(spec, name) != getattr(slot, name):
                     raise ValueError(f"slot {i}: {name} {getattr(spec, name)} not allowed; {where} "
                                      f"fixes it to {getattr(slot, name)}")
-            for knob in KNOBS:
-                if getattr(spec, knob) not in slot.choices[knob]:
+            ignored = UNUSED_KNOBS.get(spec.type, {})
+            for knob, neutral in OPTIONAL_KNOBS.items():
+                if knob not in self.knobs and getattr(spec, knob) != neutral:
+                    raise ValueError(f"slot {i}: {knob} {getattr(spec, knob)!r} not allowed; {where} does not "
+                                     f"search {knob} (it must be {neutral})")
+            for knob in self.knobs:
+                if knob not in ignored and getattr(spec, knob) not in slot.choices[knob]:
                     raise ValueError(f"slot {i}: {knob} {getattr(spec, knob)!r} not in "
                                      f"{list(slot.choices[knob])} ({where})")
         return arch
@@ -183,34 +206,46 @@ class SearchSpace:
             raise ValueError(f"space {name!r}: missing key {missing[0]!r}; a space needs input_size, num_classes, "
                              "stem, head, slots (and choices); see blocks/spaces.json")
         defaults = data.get("choices", {})
+        named = [set(raw.get("choices", {})) for raw in data["slots"] if isinstance(raw, dict)]
+        optional = [k for k in OPTIONAL_KNOBS if k in defaults or any(k in n for n in named)]
         slots = []
         for i, raw in enumerate(data["slots"]):
             _check_keys(raw, ("stride", "out_channels", "choices"), f"space {name!r} slot {i}")
             if "stride" not in raw or "out_channels" not in raw:
                 raise ValueError(f"space {name!r} slot {i}: needs stride and out_channels")
-            choices = {**defaults, **raw.get("choices", {})}
+            choices = {**{k: [OPTIONAL_KNOBS[k]] for k in optional}, **defaults, **raw.get("choices", {})}
             missing = [k for k in KNOBS if k not in choices]
             if missing:
                 raise ValueError(f"space {name!r} slot {i}: no choices for knob {missing[0]!r}")
-            normalised = {k: tuple(_normalise(k, v) for v in choices[k]) for k in KNOBS}
+            _check_keys(choices, (*KNOBS, *OPTIONAL_KNOBS), f"space {name!r} slot {i} choices")
+            normalised = {k: tuple(_normalise(k, v) for v in choices[k]) for k in (*KNOBS, *optional)}
             slots.append(SlotSpace(stride=raw["stride"], out_channels=raw["out_channels"], choices=normalised))
-            slots[-1].block(**{k: v[0] for k, v in normalised.items()})  # validates the slot's values
             _check_unused_knobs(normalised, f"space {name!r} slot {i}")
-        return cls(name=name, input_size=data["input_size"], in_channels=data.get("in_channels", 3),
-                   num_classes=data["num_classes"],
-                   stem=tuple(BlockSpec.from_dict(b, f"space {name!r} stem") for b in data["stem"]),
-                   slots=tuple(slots), head=HeadSpec.from_dict(data["head"]),
-                   description=data.get("description", ""))
+        space = cls(name=name, input_size=data["input_size"], in_channels=data.get("in_channels", 3),
+                    num_classes=data["num_classes"],
+                    stem=tuple(BlockSpec.from_dict(b, f"space {name!r} stem") for b in data["stem"]),
+                    slots=tuple(slots), head=HeadSpec.from_dict(data["head"]),
+                    description=data.get("description", ""))
+        for i in range(space.num_slots):  # every option is valid and takes the slot's input channels
+            try:
+                for spec in space.options(i):
+                    spec.check_input(space.slot_input_shape(i)[0])
+            except ValueError as err:
+                raise ValueError(f"space {name!r} slot {i}: {err}") from None
+        return space
 
 
 def _check_unused_knobs(choices: dict[str, tuple], where: str) -> None:
-    """Refuses choices that pair a block type with other values of a knob it ignores (two genomes, one network)."""
+    """Refuses choices that pair a block type with several values of a knob it ignores (two genomes, one network).
+
+    One value is allowed: the types that use the knob take it, the others their neutral value (``SlotSpace.block``).
+    """
     for block_type in choices["type"]:
         for knob, neutral in UNUSED_KNOBS.get(block_type, {}).items():
-            if any(value != neutral for value in choices[knob]):
+            if knob in choices and len(choices[knob]) > 1:
                 raise ValueError(f"{where}: type {block_type!r} ignores {knob}, but the {knob} choices are "
                                  f"{list(choices[knob])}; give {block_type!r} a slot whose {knob} choices are "
-                                 f"[{neutral}] (blocks.ir.UNUSED_KNOBS)")
+                                 f"one value, e.g. [{neutral}] (blocks.ir.UNUSED_KNOBS)")
 
 
 def _normalise(knob: str, value: Any) -> Any:

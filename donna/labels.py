@@ -69,10 +69,8 @@ def spread_sample(space: SearchSpace, nsr_table: pd.DataFrame, n: int, pool_size
 
 
 def _option_indices(space: SearchSpace, arch: Arch) -> np.ndarray:
-    from blocks import KNOBS
-
-    genes = space.encode(arch).reshape(space.num_slots, len(KNOBS))
-    dims = [tuple(len(slot.choices[k]) for k in KNOBS) for slot in space.slots]
+    genes = space.encode(arch).reshape(space.num_slots, len(space.knobs))
+    dims = [tuple(len(slot.choices[k]) for k in space.knobs) for slot in space.slots]
     return np.array([np.ravel_multi_index(tuple(g), d) for g, d in zip(genes, dims)])
 
 

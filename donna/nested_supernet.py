@@ -5,6 +5,8 @@ kernel, the first ``hidden`` (= expansion x input) channels and the first ``sque
 activation is parameter-free and switched per option. ``extract(option)`` copies the selected weights into a
 static ``blocks.build_block`` module whose output equals the supernet's in eval mode bit for bit.
 ``OptionBank`` is the same interface with one independent module per option (``BKDConfig.mode='independent'``).
+Options a supernet cannot nest (block types other than ``SUPERNET_TYPES``, and blocks closed by self-attention)
+keep one independent module each inside the slot's supernet: sampled like the others, but not weight-shared.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from blocks.layers import BlockStage, InvertedResidual, to_channels_last
 
 ACT_FNS = {"relu": F.relu, "relu6": F.relu6, "swish": F.silu, "hswish": F.hardswish}
 SUPERNET_TYPES = ("ir", "ds")  # block types with a weight-shared supernet
+
+
+def nests(spec: BlockSpec) -> bool:
+    """Whether option ``spec`` is a sub-network of its slot's weight-shared supernet (else it is trained apart)."""
+    return spec.type in SUPERNET_TYPES and spec.attn == 0
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,9 @@ class _SlotModule(nn.Module):
 class SlotSupernet(_SlotModule):
     """One weight-shared supernet for every option of slot ``slot`` of ``space`` (one stage per block type).
 
+    Options that cannot nest (see ``nests``) each get an independent module in ``singles`` (keyed by the
+    option's index in ``options``), trained when sampled, as ``OptionBank`` trains every option.
+
     Args:
         space: the search space.
         slot: the block slot index.
@@ -191,14 +201,17 @@ class SlotSupernet(_SlotModule):
 
     def __init__(self, space: SearchSpace, slot: int) -> None:
         super().__init__(space, slot)
-        self.stages = nn.ModuleDict({t: self._stage(t) for t in dict.fromkeys(o.type for o in self.options)})
+        nested = [o for o in self.options if nests(o)]
+        self.stages = nn.ModuleDict({t: self._stage(t, nested) for t in dict.fromkeys(o.type for o in nested)})
+        self.singles = nn.ModuleDict({str(i): build_block(o, self.in_channels)
+                                      for i, o in enumerate(self.options) if not nests(o)})
         self.to(memory_format=torch.channels_last)  # 2x faster convolutions on CPU (blocks.layers.to_channels_last)
 
-    def _stage(self, block_type: str) -> nn.ModuleList:
-        if block_type not in SUPERNET_TYPES:
-            raise ValueError(f"slot {self.slot}: block type {block_type!r} has no weight-shared supernet "
-                             f"(supported: {', '.join(SUPERNET_TYPES)}); use BKDConfig(mode='independent')")
-        opts = [o for o in self.options if o.type == block_type]
+    def _single(self, spec: BlockSpec) -> BlockStage:
+        return self.singles[str(self.options.index(spec))]
+
+    def _stage(self, block_type: str, nested: list[BlockSpec]) -> nn.ModuleList:
+        opts = [o for o in nested if o.type == block_type]
         layers, first = [], opts[0]
         for i in range(max(o.depth for o in opts)):
             cin = self.in_channels if i == 0 else first.out_channels
@@ -210,6 +223,8 @@ class SlotSupernet(_SlotModule):
 
     def forward(self, x: torch.Tensor, spec: BlockSpec | None = None) -> torch.Tensor:
         spec, x = self._option(spec), to_channels_last(x)
+        if not nests(spec):
+            return self._single(spec)(x)
         cin = self.in_channels
         for layer in self.stages[spec.type][: spec.depth]:
             x = layer(x, layer_choice(spec, cin))
@@ -224,8 +239,11 @@ class SlotSupernet(_SlotModule):
         is not an option of this slot (e.g. a torchvision teacher); nothing changes then."""
         block = teacher_stage(block)
         spec = self.teacher_option(block)
-        if spec is None or spec.type not in self.stages:
+        if spec is None:
             return False
+        if not nests(spec):
+            self._single(spec).load_state_dict(block.state_dict())
+            return True
         cin = self.in_channels
         for layer, sup in zip(block, self.stages[spec.type]):
             sup.copy_from(layer, layer_choice(spec, cin))
@@ -236,6 +254,9 @@ class SlotSupernet(_SlotModule):
         """A static ``build_block(spec, in_channels)`` module holding this option's shared weights (eval mode)."""
         _check_option(self.options, spec, self.slot)
         block = build_block(spec, self.in_channels)
+        if not nests(spec):
+            block.load_state_dict(self._single(spec).state_dict())
+            return block.eval()
         cin = self.in_channels
         for layer, sup in zip(block, self.stages[spec.type]):
             sup.copy_to(layer, layer_choice(spec, cin))
@@ -266,7 +287,7 @@ class OptionBank(_SlotModule):
         if not shared.load_teacher(block):
             return False
         for spec, module in zip(self.options, self.blocks):
-            if spec.type in shared.stages:
+            if nests(spec) and spec.type in shared.stages:
                 module.load_state_dict(shared.extract(spec).state_dict())
         return True
 

@@ -112,9 +112,7 @@ class AccuracyPredictor:
 
 
 def _option_dims(space: SearchSpace) -> list[tuple[int, ...]]:
-    from blocks import KNOBS
-
-    return [tuple(len(slot.choices[k]) for k in KNOBS) for slot in space.slots]
+    return [tuple(len(slot.choices[k]) for k in space.knobs) for slot in space.slots]
 
 
 def nsr_lookup(nsr_table: pd.DataFrame, space: SearchSpace) -> list[np.ndarray]:

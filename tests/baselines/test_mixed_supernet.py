@@ -108,3 +108,24 @@ def test_supernet_path_with_one_hot_weights_equals_the_built_architecture(tiny_s
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(net(x, op_w, exit_w), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("partial_k", [1, 2])
+def test_a_mixed_op_over_a_tiny_plus_slot_builds_and_runs(partial_k):
+    from baselines.mixed_supernet import SuperSlot
+
+    space, slot_index = get_space("mbconv-tiny-plus"), 3
+    slot = space.slots[slot_index]
+    ops = slot_ops(slot)
+    assert len(ops) == slot.num_options // len(slot.choices["depth"])
+    assert {op["type"] for op in ops} == {"ir", "fir", "gir"} and {op["attn"] for op in ops} == {0, 4}
+    for depth in slot.choices["depth"]:  # the ops are the slot's options at each depth, in option order
+        assert [op_block(slot, op, depth) for op in ops] == [o for o in space.options(slot_index) if o.depth == depth]
+    torch.manual_seed(0)
+    mixed = SuperSlot(slot, space.slot_input_shape(slot_index)[0], partial_k=partial_k, bn_mode="non_affine")
+    weights = torch.softmax(torch.randn(mixed.max_depth, mixed.num_ops), 1)
+    outs = mixed(torch.randn(2, *space.slot_input_shape(slot_index)), weights)
+    assert [tuple(o.shape[1:]) for o in outs] == [space.slot_output_shape(slot_index)] * mixed.max_depth
+    outs[-1].square().mean().backward()
+    grads = [p.grad for op in mixed.layers[-1].ops for p in op.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)

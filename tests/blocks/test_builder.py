@@ -75,7 +75,8 @@ def test_block_table_covers_every_block_type():
 @pytest.mark.parametrize("block_type", BLOCK_TYPES)
 @pytest.mark.parametrize(("stride", "cin", "cout"), [(1, 8, 8), (2, 8, 12)])
 def test_every_block_type_maps_shapes(block_type, stride, cin, cout):
-    knobs = {"expansion": 3, "se": 0.25, **UNUSED_KNOBS.get(block_type, {})}  # knobs the type ignores stay neutral
+    knobs = {"expansion": 3, "se": 0.25, "group_width": 4, "attn": 2,
+             **UNUSED_KNOBS.get(block_type, {})}  # knobs the type ignores stay neutral
     spec = BlockSpec(type=block_type, kernel=3, stride=stride, out_channels=cout, depth=2, **knobs)
     block = build_block(spec, cin)
     out = block(torch.randn(2, cin, 9, 9))

@@ -81,7 +81,9 @@ def test_out_of_space_value_names_slot_field_and_allowed_values():
     ("out_channels", -8, "an integer >= 1"),
     ("kernel", 4, "odd integer"),
     ("act", "gelu", "relu, relu6, swish, hswish"),
-    ("type", "transformer", "ir, fir, ds, conv"),
+    ("type", "transformer", "ir, fir, gir, ds, conv"),
+    ("attn", -1, "an integer >= 0"),
+    ("group_width", 2.5, "an integer >= 0"),
     ("stride", 3, "1, 2"),
     ("se", 1.5, "ratio in"),
 ])

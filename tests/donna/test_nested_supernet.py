@@ -79,9 +79,41 @@ def test_bad_option_mode_and_type_raise_clear_errors():
     with pytest.raises(ValueError, match="unknown BKD mode 'shared'"):
         make_slot_module("shared", space, 0)
     fused = tiny_space(choices={**tiny_space().slots[0].choices, "type": ["fir"]})
-    with pytest.raises(ValueError, match="mode='independent'"):
-        SlotSupernet(fused, 0)
-    assert len(OptionBank(fused, 0).blocks) == fused.slots[0].num_options
+    assert len(SlotSupernet(fused, 0).singles) == len(OptionBank(fused, 0).blocks) == fused.slots[0].num_options
+
+
+@pytest.mark.parametrize("mode", ["supernet", "independent"])
+def test_a_tiny_plus_slot_trains_one_step_and_extracts_what_it_runs(mode):
+    """mbconv-tiny-plus slot 3: ir options nest; fir, gir and attention options are modules of their own."""
+    from donna.nested_supernet import nests
+
+    space, slot = get_space("mbconv-tiny-plus"), 3
+    torch.manual_seed(0)
+    module = make_slot_module(mode, space, slot)
+    options = space.options(slot)
+    nested = [o for o in options if nests(o)]
+    if mode == "supernet":
+        assert len(module.singles) == len(options) - len(nested) and set(module.stages) == {"ir"}
+    picks = [nested[-1], next(o for o in options if o.type == "fir"), next(o for o in options if o.attn)]
+    x, y = torch.randn(4, *space.slot_input_shape(slot)), torch.randn(4, *space.slot_output_shape(slot))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    module.train()
+    for spec in picks:
+        torch.nn.functional.mse_loss(module(x, spec), y).backward()
+    opt.step()
+    module.eval()
+    for spec in picks:
+        block = module.extract(spec)
+        assert block.spec == spec and torch.equal(module(x, spec), block(x)), spec
+        trained = block.state_dict()
+        fresh = build_block(spec, space.slot_input_shape(slot)[0]).state_dict()
+        assert trained.keys() == fresh.keys()
+    after = module.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    untouched = next(o for o in options if o.type == "gir" and o not in picks)
+    assert changed and not any(k.startswith(f"singles.{options.index(untouched)}.") or
+                               k.startswith(f"blocks.{options.index(untouched)}.") for k in changed)
 
 
 @pytest.mark.parametrize("mode", ["supernet", "independent"])
