@@ -26,7 +26,7 @@ def variants(rounds: int) -> list[dict]:
         for statistic in ("median", "low"):
             for canary in ("none", "normalise", "drop"):
                 for n_cal in (10, 40):
-                    for model in ("one scale", "cv"):
+                    for model in ("one scale", "cv") if n_cal >= 18 else ("one scale",):  # cv: 3 per parameter
                         out.append({"first_round_only": first_only, "statistic": statistic, "canary": canary,
                                     "n_calibration": n_cal, "model": model})
     return out

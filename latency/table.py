@@ -64,12 +64,15 @@ def validation_check(table: Any) -> tuple[str, str | None]:
                 "the latency table's error is unknown; rebuild it with validation networks (--n-validation 30)")
     load = cond.get("loadavg")
     where = f", load average {load['min']:.2f}-{load['max']:.2f}" if load else ""
-    noise = v.get("noise")
-    line = (f"latency table validation on {v['n']} held-out networks: within +-5% {v['within_5']:.0%}, "
-            f"within +-10% {v['within_10']:.0%}, RMSPE {v['rmspe']:.1%}, worst {v['max_abs_pct']:.1f}%, "
-            f"Spearman {v['spearman']:.3f}; repeat noise {'n/a' if noise is None else format(noise, '.1%')}"
-            f"{where}; calibration: {table.calibration.model}")
-    short = [f"{v[k]:.0%} within +-{k.split('_')[1]}% (< {b:.0%})" for k, b in BOUNDS.items() if v[k] < b]
+    def fmt(key: str, spec: str) -> str:
+        return "n/a" if v.get(key) is None else format(v[key], spec)
+
+    line = (f"latency table validation on {v['n']} held-out networks: within +-5% {fmt('within_5', '.0%')}, "
+            f"within +-10% {fmt('within_10', '.0%')}, RMSPE {fmt('rmspe', '.1%')}, worst {fmt('max_abs_pct', '.1f')}%, "
+            f"Spearman {fmt('spearman', '.3f')}; repeat noise {fmt('noise', '.1%')}{where}; "
+            f"calibration: {table.calibration.model}")
+    short = [f"{'no share recorded' if v.get(k) is None else format(v[k], '.0%')} within +-{k.split('_')[1]}% "
+             f"(< {b:.0%})" for k, b in BOUNDS.items() if v.get(k) is None or v[k] < b]
     if not short:
         return line, None
     return line, (f"warning: the latency table misses its accuracy bounds ({', '.join(short)}); predicted "
