@@ -21,6 +21,7 @@ from donna.runfolder import RunFolder, fingerprint, save_config
 from latency import LatencyError, LatencyEstimator, LatencyTable, MeasuredLatency, build_latency_table
 from latency.cache import file_sha256
 from latency.devices import unreachable_reason
+from latency.table import validation_check
 from search import (
     Objective,
     RunSize,
@@ -136,6 +137,10 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
     measure_here = table.measurable and not cfg.no_measure and cfg.measure_max > 0
     if table.note:
         print(f"note: {table.note}", file=sys.stderr)
+    line, warning = validation_check(table)  # every search states how far the table's predictions can be trusted
+    print(line)
+    if warning:
+        print(warning, file=sys.stderr)
     if cfg.latency == "measure" and not measure_here:
         raise LatencyError(f"--latency measure needs device {cfg.latency_device!r} here; it is not reachable (or "
                            "measuring is switched off): use --latency table")
@@ -189,9 +194,8 @@ def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPre
                       for o in space.options(i)])
         genes.append(tuple(np.flatnonzero((G[0] != G).any(axis=0)).tolist()))
         codes.append(G[:, list(genes[-1])])
-    cal = table.calibration
-    ms = [[cal.scale * table.block_ms(i, o) for o in space.options(i)] for i in range(space.num_slots)]
-    fixed = cal.apply(table.fixed_ms)
+    ms = [[table.calibrated_block_ms(i, o) for o in space.options(i)] for i in range(space.num_slots)]
+    fixed = table.calibrated_fixed_ms
     return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept,
                      transform=clip_accuracy),
             Additive(slot_tables_from_lookup(genes, codes, ms), fixed))

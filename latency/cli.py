@@ -76,10 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--out", type=Path, default=None, help="folder (default runs/latency/<device>-<space>)")
     table.add_argument("--num-classes", type=int_at_least(1), default=None,
                        help="classes of the run's data set when they differ from the space's (changes the head)")
-    table.add_argument("--n-calibration", type=int_at_least(2), default=10,
-                       help="architectures measured whole to calibrate the sum (at least 2; default: 10)")
+    table.add_argument("--n-calibration", type=int_at_least(2), default=40,
+                       help="architectures measured whole to calibrate the sum (at least 2; default: 40)")
     table.add_argument("--n-validation", type=int_at_least(0), default=30,
                        help="architectures measured whole to report the table's error (default: 30)")
+    table.add_argument("--rounds", type=int_at_least(1), default=3,
+                       help="measure every part and network in this many rounds spread over the build, so a burst "
+                       "of background load hits one round (default: 3)")
     table.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0, help="seeds the sampled architectures "
                        "(default: 0)")
     table.add_argument("--force", action="store_true", help="use (resume) rows measured on another device "
@@ -160,15 +163,24 @@ def cmd_table(args) -> int:
         space = get_space(args.space)
         space = space if args.num_classes is None else space.with_classes(args.num_classes)
         table = build_latency_table(space, args.device, out, n_calibration=args.n_calibration,
-                                    n_validation=args.n_validation, seed=args.seed, force=args.force)
-    v, cal = table.validation, table.calibration
+                                    n_validation=args.n_validation, seed=args.seed, rounds=args.rounds,
+                                    force=args.force)
+    cal = table.calibration
     print(f"latency table written to {table.path}")
-    print(f"calibration on {cal.n} architectures: {cal.intercept_ms:+.4f} ms + {cal.scale:.4f} x sum")
-    if v.get("n"):
-        print(f"held-out {v['n']} architectures: RMSPE {v['rmspe']:.2%}, within +-5% {v['within_5']:.0%}, "
-              f"within +-10% {v['within_10']:.0%}, Spearman {v['spearman']:.3f}, "
-              f"run-to-run noise {v['noise'] if v['noise'] is None else format(v['noise'], '.2%')}")
+    print(f"calibration on {cal.n} architectures ({cal.model}): {cal.intercept_ms:+.4f} ms + {cal.scale:.4f} x sum")
+    print_validation(table)
     return 0
+
+
+def print_validation(table, file=None) -> bool:
+    """Print a table's held-out validation line, and its warning on stderr when it misses the bounds; True if met."""
+    from .table import validation_check
+
+    line, warning = validation_check(table)
+    print(line, file=file or sys.stdout)
+    if warning:
+        print(warning, file=sys.stderr)
+    return warning is None
 
 
 COMMANDS = {"devices": cmd_devices, "bench": cmd_bench, "table": cmd_table}

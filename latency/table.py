@@ -16,10 +16,16 @@ import numpy as np
 
 from common.fileio import atomic_write_json
 
+from .calibration import Calibration, fit_calibration, fit_slot_calibration
 from .errors import FingerprintMismatchError, LatencyError
 from .estimator import LatencyEstimator
 
-SCHEMA_VERSION = 1
+__all__ = ["Calibration", "LatencyTable", "SlotLatencies", "error_metrics", "fit_calibration", "fit_slot_calibration",
+           "space_signature", "validation_check"]
+
+SCHEMA_VERSION = 2  # 2: per-slot calibration scales and build conditions (files of version 1 still load)
+READABLE_SCHEMAS = (1, 2)
+BOUNDS = {"within_5": 0.90, "within_10": 1.0}  # the held-out shares a table should meet (issue 13)
 TABLE_FILE = "table.json"
 
 
@@ -30,23 +36,6 @@ def space_signature(space: Any) -> str:
             "slots": [[list(space.slot_input_shape(i)), [str(o) for o in space.options(i)]]
                       for i in range(space.num_slots)]}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def fit_calibration(sums_ms, measured_ms) -> Calibration:
-    """Fit ``measured ~ intercept + scale * sum`` minimising the squared *relative* error.
-
-    The intercept absorbs the per-run overhead that every separately measured part pays once
-    (session call, input and output copies) but a whole network pays only once.
-    """
-    s, y = np.asarray(sums_ms, float), np.asarray(measured_ms, float)
-    if s.size < 2:
-        raise LatencyError(f"calibration needs at least 2 measured architectures, got {s.size}")
-    design = np.stack([1.0 / y, s / y], axis=1)
-    (intercept, scale), *_ = np.linalg.lstsq(design, np.ones_like(y), rcond=None)
-    if not scale > 0:  # a few noisy architectures can tilt the line; a slower sum is never a faster network
-        ratio = s / y
-        intercept, scale = 0.0, float(ratio.sum() / (ratio ** 2).sum())
-    return Calibration(intercept_ms=float(intercept), scale=float(scale), n=int(s.size))
 
 
 def error_metrics(predicted_ms, measured_ms) -> dict:
@@ -60,6 +49,35 @@ def error_metrics(predicted_ms, measured_ms) -> dict:
             "rmse_ms": float(np.sqrt(np.mean((p - y) ** 2))),
             "within_5": float(np.mean(np.abs(rel) <= 0.05)), "within_10": float(np.mean(np.abs(rel) <= 0.10)),
             "max_abs_pct": float(np.max(np.abs(rel)) * 100), "spearman": rho}
+
+
+def validation_check(table: Any) -> tuple[str, str | None]:
+    """One line stating a table's held-out error and build conditions, and a warning when it misses ``BOUNDS``.
+
+    Returns:
+        ``(line, warning)``; ``warning`` is None when the table meets the bounds, else it says which
+        share is short and what to do.
+    """
+    v, cond = table.validation or {}, table.conditions or {}
+    if not v.get("n"):
+        return (f"latency table {table.path or ''}: no held-out validation (built with n_validation=0)",
+                "the latency table's error is unknown; rebuild it with validation networks (--n-validation 30)")
+    load = cond.get("loadavg")
+    where = f", load average {load['min']:.2f}-{load['max']:.2f}" if load else ""
+    def fmt(key: str, spec: str) -> str:
+        return "n/a" if v.get(key) is None else format(v[key], spec)
+
+    line = (f"latency table validation on {v['n']} held-out networks: within +-5% {fmt('within_5', '.0%')}, "
+            f"within +-10% {fmt('within_10', '.0%')}, RMSPE {fmt('rmspe', '.1%')}, worst {fmt('max_abs_pct', '.1f')}%, "
+            f"Spearman {fmt('spearman', '.3f')}; repeat noise {fmt('noise', '.1%')}{where}; "
+            f"calibration: {table.calibration.model}")
+    short = [f"{'no share recorded' if v.get(k) is None else format(v[k], '.0%')} within +-{k.split('_')[1]}% "
+             f"(< {b:.0%})" for k, b in BOUNDS.items() if v.get(k) is None or v[k] < b]
+    if not short:
+        return line, None
+    return line, (f"warning: the latency table misses its accuracy bounds ({', '.join(short)}); predicted "
+                  "latencies may be off by more than that, so the front is measured on the device. Rebuild it "
+                  "when the machine is quieter (`latency table --out DIR`, a new DIR) or with more --rounds")
 
 
 @dataclass(frozen=True)
@@ -85,30 +103,11 @@ class SlotLatencies:
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """``measured ~ intercept_ms + scale * sum of parts``, fitted on ``n`` architectures measured whole."""
-
-    intercept_ms: float = 0.0
-    scale: float = 1.0
-    n: int = 0
-    archs: tuple[str, ...] = ()  # keys of the architectures it was fitted on
-
-    def apply(self, part_sum_ms):
-        """The calibrated latency of uncalibrated sums (float or array)."""
-        return self.intercept_ms + self.scale * part_sum_ms
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Calibration:
-        """Reads a table file's ``calibration``."""
-        return cls(float(data["intercept_ms"]), float(data["scale"]), int(data.get("n", 0)),
-                   tuple(data.get("archs", ())))
-
-
-@dataclass(frozen=True)
 class LatencyTable(LatencyEstimator):
     """Latency of the stem, the head and every (slot, option) of a space on one device; immutable.
 
-    ``predict(arch) = intercept + scale * (stem + head + sum of the arch's block latencies)``.
+    ``predict(arch) = intercept + scale * (stem + head) + sum_i slot_scale_i * block_i`` (one scale for every
+    slot unless the calibration chose per-slot scales, see :mod:`latency.calibration`).
     Build one with :func:`latency.build_latency_table`; load one with :meth:`load`.
     """
 
@@ -124,6 +123,7 @@ class LatencyTable(LatencyEstimator):
     calibration: Calibration = Calibration()
     validation: dict = field(default_factory=dict)  # error on held-out architectures (see ``validation``)
     created: str = ""  # when it was built
+    conditions: dict = field(default_factory=dict)  # how the build ran: load average, rounds, canary (see build)
     path: Path | None = field(default=None, compare=False)  # the file it was loaded from or saved to
     note: str | None = field(default=None, compare=False)  # why it was accepted without a comparison here
     _luts: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # genome lookups by space
@@ -166,9 +166,19 @@ class LatencyTable(LatencyEstimator):
             raise LatencyError(f"architecture has {len(arch.blocks)} blocks; the table has {len(self.slots)} slots")
         return float(self.fixed_ms + sum(self.block_ms(i, spec) for i, spec in enumerate(arch.blocks)))
 
+    def calibrated_block_ms(self, slot: int, spec: Any) -> float:
+        """What block ``spec`` in slot ``slot`` adds to a prediction (ms): its latency times its slot's scale."""
+        return self.calibration.slot_scale(slot) * self.block_ms(slot, spec)
+
+    @property
+    def calibrated_fixed_ms(self) -> float:
+        """What every prediction starts from (ms): the intercept plus the scaled stem and head."""
+        return float(self.calibration.apply(self.fixed_ms))
+
     def predict(self, arch: Any) -> float:
         """Predicted latency of ``arch`` in ms."""
-        return float(self.calibration.apply(self.part_sum(arch)))
+        self.part_sum(arch)  # checks the stem and the number of blocks
+        return float(self.calibrated_fixed_ms + sum(self.calibrated_block_ms(i, b) for i, b in enumerate(arch.blocks)))
 
     def _genome_luts(self, space: Any) -> list:
         """Per slot: gene positions, offsets, mixed-radix strides and a lookup array of latencies."""
@@ -204,13 +214,13 @@ class LatencyTable(LatencyEstimator):
             raise LatencyError(f"genomes must have shape (n, {lower.size}) for space {space.name!r}, got {g.shape}")
         if np.any(g < lower) or np.any(g > upper):
             raise LatencyError(f"genome values out of the bounds of space {space.name!r}")
-        total = np.full(g.shape[0], self.fixed_ms)
-        for pos, offset, strides, lut in self._genome_luts(space):
-            total = total + lut[(g[:, pos] - offset) @ strides]
+        total = np.full(g.shape[0], self.calibrated_fixed_ms)
+        for i, (pos, offset, strides, lut) in enumerate(self._genome_luts(space)):
+            total = total + self.calibration.slot_scale(i) * lut[(g[:, pos] - offset) @ strides]
         missing = np.flatnonzero(np.isnan(total))
         for row in missing:  # genomes the lookup cannot index (not produced by encode): decode them
-            total[row] = self.part_sum(space.decode(g[row]))
-        return self.calibration.apply(total)
+            total[row] = self.predict(space.decode(g[row]))
+        return total
 
     # ---- files -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -220,28 +230,35 @@ class LatencyTable(LatencyEstimator):
                 "space_signature": self.space_signature, "protocol": copy.deepcopy(self.protocol),
                 "stem": list(self.stem), "stem_ms": self.stem_ms, "head_ms": self.head_ms,
                 "slots": [asdict(slot) for slot in self.slots], "created": self.created,
-                "calibration": asdict(self.calibration), "validation": copy.deepcopy(self.validation)}
+                "calibration": asdict(self.calibration), "validation": copy.deepcopy(self.validation),
+                "conditions": copy.deepcopy(self.conditions)}
 
     @classmethod
     def from_dict(cls, data: dict, path: Path | None = None) -> LatencyTable:
         """Reads the JSON form of a table.
 
         Raises:
-            LatencyError: another schema version, or a field is missing or malformed.
+            LatencyError: an unknown schema version, or a field is missing or malformed.
         """
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise LatencyError(f"{path or 'latency table'}: schema_version {data.get('schema_version')} "
-                               f"!= {SCHEMA_VERSION}; rebuild it with `latency table`")
+        if data.get("schema_version") not in READABLE_SCHEMAS:
+            raise LatencyError(f"{path or 'latency table'}: schema_version {data.get('schema_version')} is not one "
+                               f"this version reads ({', '.join(map(str, READABLE_SCHEMAS))}); rebuild it with "
+                               "`latency table` (or update donna-nas)")
         try:
-            return cls(profile=data["device"], fingerprint=data["fingerprint"], space_name=data["space"],
+            table = cls(profile=data["device"], fingerprint=data["fingerprint"], space_name=data["space"],
                        space_signature=data["space_signature"], protocol=data.get("protocol") or {},
                        stem=tuple(data["stem"]), stem_ms=float(data["stem_ms"]), head_ms=float(data["head_ms"]),
                        slots=tuple(SlotLatencies.from_dict(s) for s in data["slots"]),
                        calibration=Calibration.from_dict(data["calibration"]),
-                       validation=data.get("validation") or {}, created=data.get("created", ""), path=path)
+                       validation=data.get("validation") or {}, created=data.get("created", ""),
+                       conditions=data.get("conditions") or {}, path=path)
         except (KeyError, TypeError, ValueError) as err:
             raise LatencyError(f"{path or 'latency table'}: missing or malformed field ({type(err).__name__}: "
                                f"{err}); rebuild it with `latency table`") from None
+        if table.calibration.slot_scales and len(table.calibration.slot_scales) != len(table.slots):
+            raise LatencyError(f"{path or 'latency table'}: {len(table.calibration.slot_scales)} calibration "
+                               f"slot scales for {len(table.slots)} slots; rebuild it with `latency table`")
+        return table
 
     def save(self, path: Path | str) -> Path:
         """Write the table as JSON atomically (a directory gets ``table.json``) and return the file's path."""

@@ -1,7 +1,17 @@
-"""Building a latency table: one independent job per part, checkpointed row by row, resumable."""
+"""Building a latency table: one independent job per part, measured in interleaved rounds, checkpointed
+row by row, resumable.
+
+Every job (stem, head, each (slot, option), the calibration and validation networks) is measured in
+``rounds`` short rounds spread over the build (round ``r`` runs the whole job list, every other
+round in reverse order), so a burst of background load hits one round of many jobs rather than all
+of one job; a job's latency is the median of its round medians. A fixed canary network measured
+between jobs records how the machine's speed drifts during the build.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -18,9 +28,40 @@ from .export import batch_shape, export_module
 from .measure import measure_model, resolve_profile
 from .profiles import Profile
 from .protocol import ProtocolConfig
-from .table import Calibration, LatencyTable, SlotLatencies, error_metrics, fit_calibration, space_signature
+from .table import LatencyTable, space_signature
+from .table_assemble import CANARY, STATISTICS, assemble_table
+
+__all__ = ["CANARY", "Job", "Schedule", "assemble_table", "build_latency_table", "interleave", "schedule_entries"]
 
 ROWS_FILE = "rows.jsonl"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How the jobs of a build are measured over time."""
+
+    rounds: int = 3  # each job is measured this many times, in rounds spread over the build
+    canary_every: int = 10  # a canary network is measured after every this many measurements (0: none)
+    normalise: bool = False  # divide each round by the canary's slowness at its time (``table_assemble``)
+    statistic: str = "median"  # each round's latency: "median" or "low" (see ``table_assemble.round_value``)
+
+    def __post_init__(self):
+        if self.rounds < 1 or self.canary_every < 0 or self.statistic not in STATISTICS:
+            raise ValueError(f"schedule needs rounds >= 1, canary_every >= 0 and a statistic in {STATISTICS}; "
+                             f"got rounds={self.rounds}, canary_every={self.canary_every}, "
+                             f"statistic={self.statistic!r}")
+
+    def round_protocol(self, cfg: ProtocolConfig) -> ProtocolConfig:
+        """One round's share of the profile's protocol: the time split over rounds, the CI widened to match."""
+        r = self.rounds
+        return cfg.replace(min_time_s=cfg.min_time_s / r, max_time_s=max(cfg.max_time_s / r, cfg.min_time_s),
+                           target_ci=cfg.target_ci * math.sqrt(r))
+
+    @staticmethod
+    def canary_protocol(cfg: ProtocolConfig) -> ProtocolConfig:
+        """A short measurement: enough for the canary's median within a few percent."""
+        return cfg.replace(min_time_s=min(cfg.min_time_s, 0.02), max_time_s=min(cfg.max_time_s, 0.2),
+                           target_ci=max(cfg.target_ci, 0.03))
 
 
 @dataclass
@@ -95,37 +136,75 @@ def interleave(parts: list[Job], archs: list[Job]) -> list[Job]:
     return out + [j for j in archs if j.role == "repeat"]
 
 
-def _meta(space: Any, profile: Profile, fingerprint: dict, cfg: ProtocolConfig, sample: dict) -> dict:
+def _canary_job(space: Any, seed: int) -> Job:
+    """A fixed whole network, drawn apart from the calibration and validation sample."""
+    from blocks import build_model
+
+    arch = space.sample(np.random.default_rng([seed, 7919]))
+    shape = batch_shape((space.in_channels, space.input_size, space.input_size))
+    return Job(CANARY, CANARY, f"arch:{arch.key}", lambda: build_model(arch), shape, arch_key=arch.key, arch=arch)
+
+
+def schedule_entries(jobs: list[Job], schedule: Schedule, canary: Job | None) -> list[tuple[Job, int]]:
+    """Every measurement of a build in order: ``(job, round)``; canary entries carry their sequence number.
+
+    Round ``r`` measures every job, in ``jobs`` order when ``r`` is even and reversed when odd, so each
+    job's rounds are spread over the build and its mean position is near the middle.
+    """
+    entries: list[tuple[Job, int]] = []
+    for r in range(schedule.rounds):
+        entries.extend((job, r) for job in (jobs if r % 2 == 0 else jobs[::-1]))
+    if canary is None or schedule.canary_every <= 0:
+        return entries
+    out, k = [(canary, 0)], 1
+    for idx, entry in enumerate(entries):
+        out.append(entry)
+        if (idx + 1) % schedule.canary_every == 0 or idx + 1 == len(entries):
+            out.append((canary, k))
+            k += 1
+    return out
+
+
+def _meta(space: Any, profile: Profile, fingerprint: dict, cfg: ProtocolConfig, sample: dict,
+          schedule: Schedule) -> dict:
     return {"job": "meta", "device": profile.to_dict(), "fingerprint": fingerprint, "space": space.name,
-            "space_signature": space_signature(space), "protocol": asdict(cfg), "sample": sample}
+            "space_signature": space_signature(space), "protocol": asdict(cfg), "sample": sample,
+            "schedule": asdict(schedule)}
 
 
 def _check_resume(rows: list[dict], meta: dict, rows_path: Path, force: bool) -> None:
-    """Refuse to mix rows of another device, space, protocol or architecture sample into one build.
+    """Refuse to mix rows of another device, space, protocol, architecture sample or schedule into one build.
 
     A file holding only the meta row of an attempt that measured nothing (e.g. the device was not
-    reachable) does not block a later build: it is replaced when the first row is measured.
+    reachable) does not block a later build: it is replaced when the first row is measured. Rows of
+    an older build (no ``schedule``) count as another schedule.
     """
     old = next((r for r in rows if r.get("job") == "meta"), None)
     if old is None or not any(r.get("job") != "meta" for r in rows):
         return
-    diff = [k for k in ("fingerprint", "space_signature", "protocol", "sample") if old.get(k) != meta.get(k)]
+    keys = ("fingerprint", "space_signature", "protocol", "sample", "schedule")
+    diff = [k for k in keys if old.get(k) != meta.get(k)]
     if diff and not force:
         raise FingerprintMismatchError(f"{rows_path} holds measurements with another {', '.join(diff)}; "
                                        "use another out_dir (or force=True to mix them)")
 
 
-def _measure_job(job: Job, profile: Profile, backend, cfg: ProtocolConfig, cache_dir) -> dict:
+def _row_key(row: dict) -> tuple[str, int]:
+    """``(job, round)``: what one row measured (rows of builds without rounds are round 0)."""
+    return row.get("job"), int(row.get("round") or 0)
+
+
+def _measure_job(job: Job, rnd: int, profile: Profile, backend, cfg: ProtocolConfig, cache_dir) -> dict:
     path = export_module(job.make, job.shape, job.model_id, cache_dir=cache_dir)
     result = measure_model(path, profile, protocol=cfg, backend=backend, cache_dir=cache_dir)
-    row = {"job": job.id, "role": job.role, "slot": job.slot, "option": job.option, "arch_key": job.arch_key,
-           "time": time.time(), **result.to_row(samples=True)}
-    return row
+    return {"job": job.id, "round": rnd, "role": job.role, "slot": job.slot, "option": job.option,
+            "arch_key": job.arch_key, "time": time.time(), "loadavg": round(os.getloadavg()[0], 2),
+            **result.to_row(samples=True)}
 
 
-def _run_jobs(jobs: list[Job], rows_path: Path, profile: Profile, backend, cfg, cache_dir, progress: bool,
-              meta: dict) -> None:
-    """Measure every job not yet in ``rows_path``, appending one row per job as it completes.
+def _run_jobs(entries: list[tuple[Job, int]], rows_path: Path, profile: Profile, backend, cfg: ProtocolConfig,
+              schedule: Schedule, cache_dir, progress: bool, meta: dict) -> None:
+    """Measure every ``(job, round)`` not yet in ``rows_path``, appending one row per measurement as it completes.
 
     The meta row is written together with the first measured row, so an attempt that measures
     nothing leaves nothing behind.
@@ -133,13 +212,14 @@ def _run_jobs(jobs: list[Job], rows_path: Path, profile: Profile, backend, cfg, 
     from tqdm import tqdm
 
     rows = read_jsonl(rows_path)
-    done = {r.get("job") for r in rows}
-    fresh = not any(r.get("job") != "meta" for r in rows)
-    pending = [j for j in jobs if j.id not in done]
+    done = {_row_key(r) for r in rows if r.get("job") != "meta"}
+    fresh = not done
+    pending = [(job, rnd) for job, rnd in entries if (job.id, rnd) not in done]
+    protocols = {False: schedule.round_protocol(cfg), True: schedule.canary_protocol(cfg)}
     bar = tqdm(pending, desc=f"latency table [{profile.name}]", unit="model", disable=not progress, leave=False)
-    for k, job in enumerate(bar):
+    for k, (job, rnd) in enumerate(bar):
         try:
-            row = _measure_job(job, profile, backend, cfg, cache_dir)
+            row = _measure_job(job, rnd, profile, backend, protocols[job.role == CANARY], cache_dir)
             if fresh:
                 atomic_write_bytes(rows_path, b"")  # drop the meta row of an attempt that measured nothing
                 append_jsonl(rows_path, meta)
@@ -152,9 +232,10 @@ def _run_jobs(jobs: list[Job], rows_path: Path, profile: Profile, backend, cfg, 
 
 
 def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path | str | None = None, *,
-                        n_calibration: int = 10, n_validation: int = 30, n_repeat: int = 3, seed: int = 0,
-                        protocol: dict | None = None, cache_dir: Path | str | None = None,
-                        progress: bool = True, force: bool = False) -> LatencyTable:
+                        n_calibration: int = 40, n_validation: int = 30, n_repeat: int = 3, seed: int = 0,
+                        rounds: int = 3, canary_every: int = 10, protocol: dict | None = None,
+                        cache_dir: Path | str | None = None, progress: bool = True,
+                        force: bool = False) -> LatencyTable:
     """Measure a space's stem, head and every (slot, option) on a device and calibrate the sum.
 
     Every measurement is appended to ``out_dir/rows.jsonl`` as soon as it is made, so a killed or
@@ -164,10 +245,15 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
         space: a ``blocks`` search space or its name.
         device: profile name (see ``latency devices``) or :class:`Profile`.
         out_dir: folder for ``rows.jsonl`` and ``table.json`` (default ``runs/latency/<device>-<space>``).
-        n_calibration: random architectures measured whole to fit ``intercept + scale * sum``.
+        n_calibration: random architectures measured whole to fit the calibration (the model, one scale
+            or per-slot scales, is chosen by leave-one-out error on them; see :mod:`latency.calibration`).
         n_validation: further held-out architectures measured whole to report the table's error.
         n_repeat: validation architectures measured a second time, at the end, for run-to-run noise.
         seed: seed of the architecture sample.
+        rounds: each job is measured in this many rounds spread over the build (the profile's
+            protocol time is split among them); its latency is the median of the round medians.
+        canary_every: measure a fixed canary network after this many measurements (0: never), to
+            record the machine's speed over the build.
         protocol: overrides of the profile's protocol fields.
         cache_dir: export cache root.
         progress: show a tqdm progress bar.
@@ -178,6 +264,7 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
     """
     from blocks import get_space
 
+    schedule = Schedule(rounds=rounds, canary_every=canary_every)
     space = get_space(space) if isinstance(space, str) else space
     profile, backend = resolve_profile(device)
     reason = unreachable_reason(profile)
@@ -187,56 +274,10 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
     out = Path(out_dir) if out_dir is not None else Path("runs") / "latency" / f"{profile.name}-{space.name}"
     rows_path = out / ROWS_FILE
     sample = {"seed": seed, "n_calibration": n_calibration, "n_validation": n_validation, "n_repeat": n_repeat}
-    meta = _meta(space, profile, backend.fingerprint(), cfg, sample)
+    meta = _meta(space, profile, backend.fingerprint(), cfg, sample, schedule)
     _check_resume(read_jsonl(rows_path), meta, rows_path, force)
     jobs = interleave(_part_jobs(space), _arch_jobs(space, n_calibration, n_validation, n_repeat, seed))
-    _run_jobs(jobs, rows_path, profile, backend, cfg, cache_dir, progress, meta)
-    table = assemble_table(space, meta, read_jsonl(rows_path), jobs)
+    entries = schedule_entries(jobs, schedule, _canary_job(space, seed))
+    _run_jobs(entries, rows_path, profile, backend, cfg, schedule, cache_dir, progress, meta)
+    table = assemble_table(space, meta, read_jsonl(rows_path), jobs, schedule.normalise, schedule.statistic)
     return replace(table, path=table.save(out))
-
-
-def assemble_table(space: Any, meta: dict, rows: list[dict], jobs: list[Job]) -> LatencyTable:
-    """Turn measured rows into a table: part latencies, calibration fit, held-out validation."""
-    by_job = {r["job"]: r for r in rows if r.get("job") != "meta"}
-    slots = []
-    for i in range(space.num_slots):
-        done = [j for j in jobs if j.role == "block" and j.slot == i]
-        slots.append(SlotLatencies(tuple(space.slot_input_shape(i)), tuple(j.option for j in done),
-                                   tuple(by_job[j.id]["median_ms"] for j in done),
-                                   tuple(bool(by_job[j.id]["noisy"]) for j in done)))
-    parts = LatencyTable(profile=meta["device"], fingerprint=meta["fingerprint"], space_name=space.name,
-                         space_signature=meta["space_signature"], protocol=meta["protocol"],
-                         stem=tuple(str(s) for s in space.stem), stem_ms=by_job["stem"]["median_ms"],
-                         head_ms=by_job["head"]["median_ms"], slots=tuple(slots),
-                         created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    archs = {j.arch_key: j for j in jobs if j.arch_key}
-    calibrated = replace(parts, calibration=_calibrate(parts, by_job, archs, "calibration"))
-    return replace(calibrated, validation=_validate(calibrated, by_job, archs))
-
-
-def _measured(by_job: dict, role: str, archs: dict) -> dict[str, float]:
-    """Measured medians of this build's architectures in ``role`` (rows of other samples are ignored)."""
-    return {r["arch_key"]: r["median_ms"] for r in by_job.values() if r["role"] == role and r["arch_key"] in archs}
-
-
-def _calibrate(table: LatencyTable, by_job: dict, archs: dict, role: str) -> Calibration:
-    measured = _measured(by_job, role, archs)
-    sums = [table.part_sum(archs[k].arch) for k in measured]
-    return replace(fit_calibration(sums, list(measured.values())), archs=tuple(measured))
-
-
-def _validate(table: LatencyTable, by_job: dict, archs: dict) -> dict:
-    measured = _measured(by_job, "validation", archs)
-    if not measured:
-        return {"n": 0}
-    sums = np.array([table.part_sum(archs[k].arch) for k in measured])
-    y = np.array(list(measured.values()))
-    pred = table.calibration.apply(sums)
-    metrics = error_metrics(pred, y)
-    repeats = _measured(by_job, "repeat", archs)
-    noise = [abs(repeats[k] - measured[k]) / measured[k] for k in repeats if k in measured]
-    metrics.update(noise=float(np.median(noise)) if noise else None, noise_max=float(max(noise)) if noise else None,
-                   noise_n=len(noise), uncalibrated=error_metrics(sums, y),
-                   archs=[{"key": k, "measured_ms": m, "predicted_ms": float(p), "part_sum_ms": float(s)}
-                          for k, m, p, s in zip(measured, y, pred, sums)])
-    return metrics

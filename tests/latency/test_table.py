@@ -32,6 +32,23 @@ def test_table_covers_every_part_and_validates_itself(cpu_table, mini_space):
     assert table.calibration.n == 4 and table.calibration.scale > 0
     rows = read_jsonl(out / "rows.jsonl")
     assert rows[0]["job"] == "meta" and all(len(r["samples_ms"]) >= 30 for r in rows[1:])
+    assert table.conditions["rounds"] == 3 and table.conditions["loadavg"]["max"] >= 0.0
+
+
+def test_every_job_is_measured_once_per_round_in_rounds_spread_over_the_build(cpu_table):
+    _, out = cpu_table
+    rows = [r for r in read_jsonl(out / "rows.jsonl") if r["job"] != "meta"]
+    keys = [(r["job"], r["round"]) for r in rows]
+    assert len(set(keys)) == len(keys)  # one row per (job, round)
+    jobs = [r for r in rows if r["job"] != "canary"]
+    names = list(dict.fromkeys(r["job"] for r in jobs))
+    assert len(jobs) == 3 * len(names) and {r["round"] for r in jobs} == {0, 1, 2}
+    order = [[r["job"] for r in jobs if r["round"] == k] for k in range(3)]
+    assert order[0] == names and order[1] == names[::-1] and order[2] == names  # round-robin, every other reversed
+    canary = [i for i, r in enumerate(rows) if r["job"] == "canary"]
+    assert canary[0] == 0 and canary[-1] == len(rows) - 1 and max(b - a for a, b in zip(canary, canary[1:])) <= 11
+    assert [rows[i]["round"] for i in canary] == list(range(len(canary)))
+    assert all({"loadavg", "time", "median_ms", "noisy"} <= set(r) for r in rows)
 
 
 def test_predict_matches_predict_genomes_and_is_fast(cpu_table, mini_space):
@@ -71,12 +88,12 @@ def test_killed_build_resumes_without_remeasuring(cpu_table, mini_space, tmp_pat
     complete = [ln for ln in lines if ln.strip()]
     keep = complete[: len(complete) // 2]
     (tmp_path / "rows.jsonl").write_text("\n".join(keep) + "\n" + complete[len(keep)][:40])  # torn last write
-    kept = {json.loads(ln)["job"]: json.loads(ln)["time"] for ln in keep[1:]}
+    kept = {(json.loads(ln)["job"], json.loads(ln)["round"]): json.loads(ln)["time"] for ln in keep[1:]}
     fast = {"min_time_s": 0.02, "max_time_s": 0.3, "target_ci": 0.02, "warmup_max_s": 0.2}
     table = build_latency_table(mini_space, "cpu", tmp_path, protocol=fast, progress=False, **SMALL)
     rows = [r for r in read_jsonl(tmp_path / "rows.jsonl") if r["job"] != "meta"]
-    assert len(rows) == len(complete) - 1 and len({r["job"] for r in rows}) == len(rows)
-    assert all(r["time"] == kept[r["job"]] for r in rows if r["job"] in kept)
+    assert len(rows) == len(complete) - 1 and len({(r["job"], r["round"]) for r in rows}) == len(rows)
+    assert all(r["time"] == kept[r["job"], r["round"]] for r in rows if (r["job"], r["round"]) in kept)
     assert table.validation["n"] == 4
 
 
@@ -102,8 +119,8 @@ def test_phone_disconnect_keeps_rows_and_resumes(fake_phone, mini_space, tmp_pat
     assert len(before) >= 3
     fake_phone.set(disconnect_after=None)
     table = build_latency_table(mini_space, "s20", tmp_path, protocol=phone_fast, progress=False, **SMALL)
-    after = {r["job"]: r for r in read_jsonl(tmp_path / "rows.jsonl") if r["job"] != "meta"}
-    assert all(after[r["job"]]["time"] == r["time"] for r in before)  # nothing measured twice
+    after = {(r["job"], r["round"]): r for r in read_jsonl(tmp_path / "rows.jsonl") if r["job"] != "meta"}
+    assert all(after[r["job"], r["round"]]["time"] == r["time"] for r in before)  # nothing measured twice
     assert table.fingerprint["model"] == "SM-G981B" and table.fingerprint["cores"] == [4, 5, 6, 7]
 
 
