@@ -42,6 +42,7 @@ class Executor:
     """Runs a list of jobs and returns their results in the order given."""
 
     name = "base"
+    shares_files = True  # jobs run on this machine and can read the run folder (Ray's may run elsewhere)
 
     def map(self, jobs: Sequence[Job]) -> list[Any]:
         """Runs every job; the results come back in the order of ``jobs``."""
@@ -233,6 +234,7 @@ class RayExecutor(Executor):
     """
 
     name = "ray"
+    shares_files = False
 
     def __init__(self, address: str | None = None, num_cpus_per_job: float = 1, max_retries: int = 2,
                  resources: dict[str, float] | None = None) -> None:

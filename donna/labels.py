@@ -1,9 +1,9 @@
 """The predictor's labels: sampled architectures, assembled from BKD weights, briefly finetuned with
 distillation from the teacher; their val accuracy and NSR features go to ``labels.csv``.
 
-One job per architecture runs through the executor with the block library loaded in memory (no job reads the
-run folder); the driver writes every finished label at once (atomically), so a killed run keeps its labels and
-continues with the next architecture.
+One job per architecture runs through the executor: jobs on this machine read the block library from the run
+folder, Ray's get it loaded in memory (no remote job reads the run folder); the driver writes every finished
+label at once (atomically), so a killed run keeps its labels and continues with the next architecture.
 """
 
 from __future__ import annotations
@@ -112,10 +112,14 @@ def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, dat
     rows = done.to_dict("records")
     order = {a.key: i for i, a in enumerate(archs)}
     bar = tqdm(total=len(archs), initial=len(archs) - len(todo), desc="labels", disable=not progress)
-    library = BlockLibrary(workdir, space).load() if todo else None  # jobs get the weights, not the folder
+    executor = executor_for(cfg)
+    # jobs on this machine read the library from the run folder; elsewhere (Ray) they get the weights. Sending the
+    # loaded library to local worker processes would share every tensor through a file descriptor of its own
+    # ("Too many open files" at 30 labels).
+    library = BlockLibrary(workdir, space).load() if todo and not executor.shares_files else workdir
     jobs = [Job(f"label {a.key}", label_one, (a, cfg, library, space, teacher, data, logits, arch_nsr(nsr_table, a)))
             for a in todo]
-    for _, row in executor_for(cfg).completed(jobs):
+    for _, row in executor.completed(jobs):
         rows.append({**row, "fingerprint": fp})
         rows.sort(key=lambda r: order.get(r["key"], len(order)))  # the file lists labels in sample order
         with atomic_path(path) as tmp:
