@@ -225,8 +225,8 @@ def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list
     n, bs = len(views[0][0]), cfg.batch_size
     stop = n - n % bs if n >= bs else n
     steps = math.ceil(stop / bs)
-    bar = tqdm(total=(cfg.epochs - trainer.epoch) * steps, desc=f"bkd slot {slot}", disable=not progress,
-               leave=False, position=bar_position())
+    bar = tqdm(total=cfg.epochs * steps, initial=trainer.epoch * steps, desc=f"bkd slot {slot}",
+               disable=not progress, leave=False, position=bar_position())  # a resumed slot starts where it was
     for epoch in range(trainer.epoch, cfg.epochs):
         start, losses = time.perf_counter(), []
         inputs, targets = views[epoch % len(views)]
@@ -254,7 +254,8 @@ def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherPa
     device, run = torch_device(cfg.train_device), RunFolder(workdir)
     trainers = [SlotTrainer(cfg, space, s, run, fps[s], device, teacher.blocks[s]) for s in slots]
     teacher = teacher.to(device).eval()
-    for epoch in tqdm(range(min(t.epoch for t in trainers), cfg.epochs), desc="bkd (streamed)",
+    first = min(t.epoch for t in trainers)
+    for epoch in tqdm(range(first, cfg.epochs), initial=first, total=cfg.epochs, desc="bkd (streamed)",
                       disable=not progress, leave=False):
         active = [t for t in trainers if t.epoch == epoch]
         gens = {t.slot: t.sampler(epoch) for t in active}
@@ -413,7 +414,14 @@ class BlockLibrary:
         """Recalibrated BatchNorm buffers per option string (empty before scoring)."""
         if slot not in self._bn:
             path = self.run.slot_bn(slot)
-            data = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+            if not path.is_file() and self.run.slot_scores(slot).is_file():
+                raise ValueError(f"{path} is missing although slot {slot} was scored; run `donna build-predictor` "
+                                 "on this run folder again to rebuild it")
+            try:
+                data = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
+            except Exception as err:  # truncated or damaged: the same fix
+                raise ValueError(f"{path} could not be read ({type(err).__name__}); delete it and run "
+                                 "`donna build-predictor` on this run folder again to rebuild it") from None
             fp = (self.manifest(slot) or {}).get("fingerprint")
             self._bn[slot] = data.get("stats", {}) if data.get("fingerprint") == fp else {}
         return self._bn[slot]

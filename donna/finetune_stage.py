@@ -25,7 +25,7 @@ from donna.config import DataConfig, FinetuneConfig, TeacherConfig, section_from
 from donna.data import DataSplits, load_data
 from donna.runfolder import FinetuneFolder, RunFolder, fingerprint, read_json, save_config, write_json
 from donna.search_stage import run_space
-from donna.train import TrainHistory, evaluate, predict_logits, train
+from donna.train import TrainHistory, evaluate, predict_logits, resumed_epoch, train
 from latency.measure_lock import child_env, measurement_lock
 
 
@@ -88,14 +88,14 @@ def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSpl
     device = torch_device(cfg.train_device)
     model = _initial_model(arch, cfg, workdir, teacher, space, data).to(device)
     logits = predict_logits(teacher, data.train, device=device) if cfg.kd_weight > 0 else None
-    bar = tqdm(total=cfg.epochs, desc=f"finetune {arch.key}", disable=not progress)
+    recipe = cfg.train_config()
+    checkpoint = FinetuneFolder(out).checkpoint(fingerprint(asdict(recipe)))  # another recipe starts afresh
+    bar = tqdm(total=cfg.epochs, initial=resumed_epoch(checkpoint), desc=f"finetune {arch.key}",
+               disable=not progress)
 
     def on_epoch(epoch: int, loss: float, acc: float) -> None:
         bar.n = epoch + 1
         bar.set_postfix(loss=f"{loss:.3f}", val_acc=f"{acc:.4f}")
-
-    recipe = cfg.train_config()
-    checkpoint = FinetuneFolder(out).checkpoint(fingerprint(asdict(recipe)))  # another recipe starts afresh
     history = train(model, data.train, data.val, recipe, teacher_logits=logits, checkpoint=checkpoint,
                     on_epoch=on_epoch, device=device)
     bar.close()

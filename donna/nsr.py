@@ -110,7 +110,8 @@ def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, d
     library = BlockLibrary(workdir, space)
     fps = [fingerprint({"score": cfg.fingerprint(), "library": _library_fp(library, s)})
            for s in range(space.num_slots)]
-    pending = [s for s in range(space.num_slots) if (read_json(run.slot_scores(s)) or {}).get("fingerprint") != fps[s]]
+    pending = [s for s in range(space.num_slots) if (read_json(run.slot_scores(s)) or {}).get("fingerprint") != fps[s]
+               or not _bn_readable(run.slot_bn(s))]  # a deleted or damaged bn_slotN.pt is rebuilt, not skipped
     save_config(workdir, "score", cfg)
     if pending:
         with torch_threads(None):  # features use every core; each job then sets cfg.threads
@@ -124,6 +125,14 @@ def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, d
     with atomic_path(run.nsr_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     return table
+
+
+def _bn_readable(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing, truncated or damaged
+        return False
+    return True
 
 
 def _library_fp(library: BlockLibrary, slot: int) -> str:

@@ -33,7 +33,7 @@ from donna.assemble import evaluate
 from donna.config import TeacherConfig
 from donna.data import DataSplits
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
-from donna.train import TrainConfig, train
+from donna.train import TrainConfig, resumed_epoch, train
 from latency.cache import file_sha256
 
 TEACHER_FORMAT = "donna-teacher-v1"
@@ -247,7 +247,7 @@ def train_classifier(model: nn.Module, data: DataSplits, cfg: TeacherConfig, dev
     recipe = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, optimizer="adamw", lr=lr,
                          weight_decay=cfg.weight_decay, warmup_epochs=epochs / 4,
                          label_smoothing=cfg.label_smoothing, seed=cfg.seed)
-    bar = tqdm(total=epochs, desc="teacher", disable=not progress, leave=False)
+    bar = tqdm(total=epochs, initial=resumed_epoch(checkpoint), desc="teacher", disable=not progress, leave=False)
 
     def on_epoch(epoch: int, loss: float, acc: float) -> None:
         bar.update()

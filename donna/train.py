@@ -153,6 +153,17 @@ def _param_groups(model: nn.Module, weight_decay: float, lr_scale: Callable[[str
     return groups
 
 
+def resumed_epoch(checkpoint: str | Path | None) -> int:
+    """The epochs a checkpoint of ``train`` already holds (0 when there is none or it cannot be read), so a
+    progress bar of a resumed run starts where the run stopped."""
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return 0
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # unreadable: train() itself reports it
+        return 0
+
+
 def _optimizer(params: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return make_optimizer(torch.optim.SGD, params, lr=cfg.lr, momentum=0.9, nesterov=True)

@@ -216,7 +216,8 @@ def _run_jobs(entries: list[tuple[Job, int]], rows_path: Path, profile: Profile,
     fresh = not done
     pending = [(job, rnd) for job, rnd in entries if (job.id, rnd) not in done]
     protocols = {False: schedule.round_protocol(cfg), True: schedule.canary_protocol(cfg)}
-    bar = tqdm(pending, desc=f"latency table [{profile.name}]", unit="model", disable=not progress, leave=False)
+    bar = tqdm(pending, total=len(entries), initial=len(entries) - len(pending), desc=f"latency table [{profile.name}]",
+               unit="model", disable=not progress, leave=False)
     for k, (job, rnd) in enumerate(bar):
         try:
             row = _measure_job(job, rnd, profile, backend, protocols[job.role == CANARY], cache_dir)

@@ -90,3 +90,26 @@ def test_convergence_check_reads_the_teacher_identical_options(built, space):
     assert [s["nsr"] for s in check["slots"]] == own
     assert convergence_check(table, teacher, threshold=0.0)["passed"] is False
     assert convergence_check(table, None)["available"] is False
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_missing_or_damaged_bn_file_is_reported_then_rebuilt(built, space, digits16, tmp_path, damage):
+    import shutil
+
+    from donna.bkd import BlockLibrary
+
+    workdir = tmp_path / "run"
+    shutil.copytree(built["workdir"], workdir)
+    bn = workdir / "library" / "bn_slot1.pt"
+    original = torch.load(bn, weights_only=True)
+    if damage == "delete":
+        bn.unlink()
+    else:
+        bn.write_bytes(bn.read_bytes()[:100])
+    with pytest.raises(ValueError, match="bn_slot1.pt.*build-predictor"):
+        BlockLibrary(workdir, space).bn_stats(1)
+    table = score_library(SCORE, space, built["teacher"], digits16, workdir, progress=False)
+    assert table.equals(built["table"])
+    rebuilt = torch.load(bn, weights_only=True)
+    assert rebuilt["fingerprint"] == original["fingerprint"]
+    assert all(torch.equal(rebuilt["stats"][o][k], v) for o, d in original["stats"].items() for k, v in d.items())

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from donna.train import TrainConfig, distillation_loss, evaluate, train
+from donna.train import TrainConfig, distillation_loss, evaluate, resumed_epoch, train
 
 
 def _toy_data(n=96, seed=0):
@@ -36,8 +36,10 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path):
             raise KeyboardInterrupt
 
     killed = _model()
+    assert resumed_epoch(tmp_path / "ckpt.pt") == 0  # no checkpoint yet: a progress bar starts at 0
     with pytest.raises(KeyboardInterrupt):
         train(killed, data, None, cfg, checkpoint=tmp_path / "ckpt.pt", on_epoch=die_after_epoch_1)
+    assert resumed_epoch(tmp_path / "ckpt.pt") == 2  # epochs 0 and 1 are in it: the bar resumes at 2 of 4
     resumed = _model(seed=99)  # a fresh process: weights come from the checkpoint only
     history = train(resumed, data, None, cfg, checkpoint=tmp_path / "ckpt.pt")
     assert len(history.train_loss) == 4
