@@ -123,12 +123,23 @@ def _acquire(fd: int, path: Path, wait: float, busy, on_wait) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                info = lock_holder(path)
+                info = _holder_record(path)
                 raise (busy(info) if busy else FolderBusy(f"{path} is held by {describe_holder(info)}")) from None
             if on_wait is not None and not told:
-                on_wait(lock_holder(path))
+                on_wait(_holder_record(path))
                 told = True
             if math.isinf(wait):  # block in the kernel: woken the moment the holder lets go (Ctrl-C still works)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 return
             time.sleep(0.2)
+
+
+def _holder_record(path: Path, tries: int = 10) -> dict | None:
+    """The holder's record, read again for up to half a second while it is empty: a process that has just
+    taken the lock writes its record a moment later."""
+    for _ in range(tries):
+        info = lock_holder(path)
+        if info:
+            return info
+        time.sleep(0.05)
+    return None

@@ -219,6 +219,9 @@ class SearchSpace:
                 raise ValueError(f"space {name!r} slot {i}: no choices for knob {missing[0]!r}")
             _check_keys(choices, (*KNOBS, *OPTIONAL_KNOBS), f"space {name!r} slot {i} choices")
             normalised = {k: tuple(_normalise(k, v) for v in choices[k]) for k in (*KNOBS, *optional)}
+            empty = [k for k, values in normalised.items() if not values]
+            if empty:
+                raise ValueError(f"space {name!r} slot {i}: knob {empty[0]!r} offers no value; list at least one")
             slots.append(SlotSpace(stride=raw["stride"], out_channels=raw["out_channels"], choices=normalised))
             _check_unused_knobs(normalised, f"space {name!r} slot {i}")
         space = cls(name=name, input_size=data["input_size"], in_channels=data.get("in_channels", 3),

@@ -56,3 +56,22 @@ def test_wait_takes_the_lock_once_it_is_released(tmp_path):
         waited = time.monotonic() - start
     thread.join()
     assert 0.2 < waited < 5
+
+
+def test_a_holder_record_written_a_moment_after_the_lock_is_still_named(tmp_path):
+    import json
+    import threading
+
+    from blocks.lock import _holder_record
+
+    path = tmp_path / ".lock"
+    path.write_text("")  # the holder has the lock but has not written its record yet
+    writer = threading.Timer(0.1, lambda: path.write_text(json.dumps({"pid": 4242, "command": "donna search",
+                                                                         "started": 0})))
+    writer.start()
+    try:
+        assert _holder_record(path)["pid"] == 4242
+    finally:
+        writer.join()
+    path.write_text("")
+    assert _holder_record(path, tries=2) is None  # nobody writes: "another process"
