@@ -358,6 +358,19 @@ def view_split(cfg: BKDConfig, split: Dataset, epoch: int) -> Dataset:
     return split if view == 0 else shifted_copy(split, _seed(cfg.seed, "view", view) % 2**31)
 
 
+def read_bn_file(path: Path) -> dict[str, Any]:
+    """A slot's recalibrated BatchNorm file (``library/bn_slotN.pt``).
+
+    Raises:
+        ValueError: it is missing, truncated or damaged (naming the file and the command that rebuilds it).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # missing, truncated or damaged: the same fix
+        raise ValueError(f"{path} could not be read ({type(err).__name__}); delete it and run "
+                         "`donna build-predictor` on this run folder again to rebuild it") from None
+
+
 class BlockLibrary:
     """The BKD block library of a run folder: any option of any slot as a static module with its BKD weights.
 
@@ -417,11 +430,7 @@ class BlockLibrary:
             if not path.is_file() and self.run.slot_scores(slot).is_file():
                 raise ValueError(f"{path} is missing although slot {slot} was scored; run `donna build-predictor` "
                                  "on this run folder again to rebuild it")
-            try:
-                data = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
-            except Exception as err:  # truncated or damaged: the same fix
-                raise ValueError(f"{path} could not be read ({type(err).__name__}); delete it and run "
-                                 "`donna build-predictor` on this run folder again to rebuild it") from None
+            data = read_bn_file(path) if path.is_file() else {}
             fp = (self.manifest(slot) or {}).get("fingerprint")
             self._bn[slot] = data.get("stats", {}) if data.get("fingerprint") == fp else {}
         return self._bn[slot]

@@ -22,7 +22,7 @@ from blocks.teachers import TeacherParts
 from common.device import set_threads, torch_device, torch_threads
 from common.fileio import atomic_path, atomic_save
 from donna.assemble import recalibrate_bn
-from donna.bkd import BlockLibrary, compute_features
+from donna.bkd import BlockLibrary, compute_features, read_bn_file
 from donna.config import ScoreConfig
 from donna.data import DataSplits, subset
 from donna.executor import Job, bar_position, executor_for
@@ -129,8 +129,8 @@ def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, d
 
 def _bn_readable(path: Path) -> bool:
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # missing, truncated or damaged
+        read_bn_file(path)
+    except ValueError:  # missing, truncated or damaged
         return False
     return True
 
