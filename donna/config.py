@@ -99,7 +99,9 @@ class TeacherConfig(_Section):
     # .pt checkpoint, preset name, architecture string or IR .json file
     weights: str | None = _meta(None, flag="--teacher-weights")  # weights file of a torchvision teacher (never
     # downloaded)
-    epochs: int = _meta(6, ge=1)  # epochs when the teacher is trained here
+    epochs: int = _meta(20, ge=1)  # epochs when the teacher is trained here
+    pretrained: bool = _meta(True, result=False)  # use the teacher shipped with donna (donna/pretrained) when it
+    # was trained with exactly this run's settings (data, space, recipe, seed); false trains it here
     lr: float = _meta(4e-3, gt=0.0)  # peak learning rate (AdamW, warm-up then cosine)
     weight_decay: float = _meta(5e-4, ge=0.0)  # AdamW weight decay
     batch_size: int = _meta(64, ge=1)  # training batch size

@@ -24,7 +24,7 @@ from donna.labels import LabelConfig, make_labels
 from donna.nsr import convergence_check, score_library, write_convergence
 from donna.predictor import AccuracyPredictor, fit_predictor, nsr_columns
 from donna.runfolder import RunFolder, read_json, save_config
-from donna.stages import StageClock, count, predictor_plan
+from donna.stages import StageClock, count, predictor_plan, shipped_teacher
 from donna.teacher import get_teacher
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,8 @@ def _teacher_detail(cfg: PredictorRunConfig) -> str:
     source = cfg.teacher.source or "the space's reference"
     if cfg.teacher.weights is not None or str(source).endswith(".pt"):
         return f"{source}, given weights"
+    if shipped_teacher(cfg):
+        return f"{source}, shipped with donna for these settings"
     return f"{source}, {count(cfg.teacher.epochs, 'epoch')} if not trained yet"
 
 

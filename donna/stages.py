@@ -5,6 +5,7 @@ table, search, finetune and the run's report)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -41,12 +42,20 @@ def expected(stage: str, work: float = 1.0) -> float:
 def predictor_plan(cfg: Any) -> dict[str, float]:
     """Expected reference seconds of build-predictor's stages under ``cfg`` (a ``PredictorRunConfig``)."""
     source = str(cfg.teacher.source or "")
-    trains_teacher = cfg.teacher.weights is None and not source.endswith(".pt")
+    trains_teacher = cfg.teacher.weights is None and not source.endswith(".pt") and not shipped_teacher(cfg)
     return {"teacher": expected("teacher", cfg.teacher.epochs) if trains_teacher else 5.0,
             "bkd": expected("bkd", cfg.bkd.epochs),
             "scoring": expected("scoring"),
             "labels": expected("labels", cfg.labels.num_labels * cfg.labels.epochs),
             "fit": expected("fit")}
+
+
+def shipped_teacher(cfg: Any) -> bool:
+    """Whether the run's teacher will probably be copied from ``donna.pretrained`` rather than trained."""
+    from donna.pretrained import ships_recipe
+
+    return (not cfg.teacher.source and cfg.teacher.pretrained
+            and ships_recipe(json.loads(json.dumps(cfg.teacher.train_settings()))))
 
 
 def pipeline_plan(predictor_cfg: Any, finetune_cfg: Any) -> dict[str, float]:

@@ -1,7 +1,9 @@
 """The teacher: a torchvision model with a weights file, a checkpoint of ours, or an architecture trained here.
 
 By default the space's reference architecture (its largest options) is trained on the data set and cached in
-the run folder as ``teacher.pt`` (arch + weights) and ``teacher.json`` (what it is, its val accuracy). Every
+the run folder as ``teacher.pt`` (arch + weights) and ``teacher.json`` (what it is, its val accuracy); when
+donna ships a teacher trained with exactly the run's settings (``donna.pretrained``: the embedded default's),
+that file is copied in instead and recorded under ``pretrained`` in ``teacher.json``. Every
 teacher is cut into stem / block slots / head aligned with the space (``blocks.teachers.cut_teacher``). A loaded
 teacher whose classifier has another class count than the data set gets a new classifier and a short finetune
 on the run's train split, cached as ``teacher.pt`` and recorded under ``adapted`` in ``teacher.json``.
@@ -28,7 +30,8 @@ from blocks.teachers import (
     replace_classifier,
 )
 from common.device import torch_device, torch_threads
-from common.fileio import atomic_save
+from common.fileio import atomic_save, atomic_write_bytes
+from donna import pretrained
 from donna.assemble import evaluate
 from donna.config import TeacherConfig
 from donna.data import DataSplits
@@ -37,6 +40,7 @@ from donna.train import TrainConfig, resumed_epoch, train
 from latency.cache import file_sha256
 
 TEACHER_FORMAT = "donna-teacher-v1"
+_SHIPPED_KEYS = ("sha256", "val_accuracy", "train_seconds", "trained_on", "torch", "command")
 
 
 def get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workdir: str | Path,
@@ -71,16 +75,19 @@ def _get_teacher(cfg: TeacherConfig, space: SearchSpace, data: DataSplits, workd
     info = read_json(RunFolder(workdir).teacher_json)
     if info is not None and info.get("fingerprint") != fp:
         raise _other_teacher(workdir, info)
-    adapted = None
+    adapted = shipped = None
     if kind == "trained":
-        parts = _trained_teacher(cfg, arch or space.reference(), space, data, workdir, device, fp, progress)
+        parts, shipped = _trained_teacher(cfg, arch or space.reference(), space, data, workdir, device, fp, progress)
     else:
         parts, adapted = _loaded_teacher(cfg, kind, space, data, workdir, device, fp, info, progress)
     if info is None:
         save_config(workdir, "teacher", cfg)
         described = _describe(cfg, kind, parts, data, device, fp)
-        write_json(RunFolder(workdir).teacher_json,  # last: marks it done
-                   {**described, "adapted": adapted} if adapted else described)
+        if adapted:
+            described["adapted"] = adapted
+        if shipped:
+            described["pretrained"] = shipped
+        write_json(RunFolder(workdir).teacher_json, described)  # last: marks it done
     return parts
 
 
@@ -207,12 +214,19 @@ def _read_checkpoint(path: str | Path) -> tuple[nn.Module, Arch | None, str | No
 
 
 def _trained_teacher(cfg: TeacherConfig, arch: Arch, space: SearchSpace, data: DataSplits, workdir: Path,
-                     device: torch.device, fp: str, progress: bool) -> TeacherParts:
+                     device: torch.device, fp: str, progress: bool) -> tuple[TeacherParts, dict[str, Any] | None]:
+    """The teacher trained with ``cfg``'s recipe: this run's ``teacher.pt``, else the one shipped with donna for
+    fingerprint ``fp`` (copied in; its record returned), else trained here."""
     arch = Arch.from_dict({**arch.to_dict(), "num_classes": data.num_classes})
     run = RunFolder(workdir)
     path, checkpoint = run.teacher_pt, run.teacher_checkpoint(fp)  # per settings: never mixed
+    shipped = pretrained.find(fp, data.name) if cfg.pretrained and not checkpoint.is_file() else None
+    if shipped is not None and not path.is_file():
+        atomic_write_bytes(path, shipped[0].read_bytes())
     if path.is_file() and torch.load(path, map_location="cpu", weights_only=True).get("fingerprint") == fp:
-        return load_teacher_checkpoint(path, space).to(device).eval()
+        record = ({"file": shipped[0].name, **{k: shipped[1].get(k) for k in _SHIPPED_KEYS}}
+                  if shipped is not None and file_sha256(path) == shipped[1]["sha256"] else None)
+        return load_teacher_checkpoint(path, space).to(device).eval(), record
     model = _init_model(arch, cfg.seed).to(device)
     parts = cut_teacher(model, space)  # fails early, before training, when the arch does not fit
     parts.arch = arch
@@ -223,7 +237,7 @@ def _trained_teacher(cfg: TeacherConfig, arch: Arch, space: SearchSpace, data: D
     atomic_save(path, lambda p: torch.save({"format": TEACHER_FORMAT, "arch": arch.to_dict(), "fingerprint": fp,
                                             "state_dict": state, "train_seconds": seconds}, p))
     checkpoint.unlink(missing_ok=True)
-    return parts.eval()
+    return parts.eval(), None
 
 
 def _init_model(arch: Arch, seed: int) -> nn.Module:

@@ -43,7 +43,7 @@ def test_lower_nsr_means_higher_accuracy_more_often_than_not(tmp_path, request):
     workdir = os.environ.get("DONNA_EMBEDDED_RUN") or tmp_path
     data = get_dataset("digits", input_size=32, seed=0)
     space = get_space("mbconv-tiny").with_classes(data.num_classes)
-    teacher = get_teacher(TeacherConfig(), space, data, workdir, progress=False)
+    teacher = get_teacher(TeacherConfig(epochs=6), space, data, workdir, progress=False)  # digits: 6 suffice
     run_bkd(BKDConfig(), space, teacher, data, workdir, progress=False)
     table = score_library(ScoreConfig(), space, teacher, data, workdir, progress=False)
     archs = [space.sample(seed) for seed in ARCH_SEEDS]

@@ -1,12 +1,15 @@
 """The Ray executor on a real local Ray: the same library, NSR table and labels as in-process, a job's own error,
-a killed worker retried, outstanding tasks cancelled, and a custom resource placing a task on its node."""
+a killed worker retried, outstanding tasks cancelled, a custom resource placing a task on its node, and a
+killed driver whose next run resumes to the uninterrupted library."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 
@@ -146,3 +149,50 @@ def test_a_task_requesting_a_device_resource_runs_on_the_node_that_has_it(two_no
     nodes = executor.map([Job(f"measure {i}", _node, ()) for i in range(3)])
     assert set(nodes) == {two_nodes}
     assert len({n["NodeID"] for n in ray.nodes() if n["Alive"]}) == 2
+
+
+DRIVER = """
+import dataclasses, json, sys
+import ray
+from blocks import SearchSpace
+from donna.bkd import run_bkd
+from donna.config import BKDConfig, TeacherConfig
+from donna.data import get_dataset
+from donna.teacher import get_teacher
+space_json, teacher_json, bkd_json, workdir = sys.argv[1:]
+ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+space = SearchSpace.from_dict("tiny", json.loads(space_json))
+data = get_dataset("digits", input_size=16, seed=0)
+teacher = get_teacher(TeacherConfig(**json.loads(teacher_json)), space, data, workdir, progress=False)
+run_bkd(BKDConfig(**json.loads(bkd_json)), space, teacher, data, workdir, progress=False)
+"""
+
+
+def test_a_driver_killed_mid_stage_resumes_to_the_uninterrupted_library(local_ray, built, space, digits16,
+                                                                         tmp_path):
+    """SIGKILL of the driver (not a worker) once a slot has checkpointed an epoch; the next run resumes."""
+    from .conftest import TEACHER, TINY
+
+    bkd = dataclasses.replace(BKD, executor="ray", epochs=3)
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    for name in ("teacher.pt", "teacher.json", "config.json"):
+        shutil.copy(built["workdir"] / name, killed / name)
+    config = [json.dumps(TINY), json.dumps(dataclasses.asdict(TEACHER)), json.dumps(dataclasses.asdict(bkd))]
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, *config, str(killed)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list((killed / "library").glob("slot*.ckpt.pt")) and driver.poll() is None:
+        assert time.monotonic() < deadline, "no slot checkpointed an epoch within 240 s"
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    _, err = driver.communicate()
+    assert driver.returncode == -signal.SIGKILL, f"the driver ended before it was killed: {err[-2000:]}"
+
+    resumed = run_bkd(bkd, space, built["teacher"], digits16, killed, progress=False)
+    whole = run_bkd(dataclasses.replace(bkd, executor="inprocess"), space, built["teacher"], digits16,
+                    tmp_path / "whole", progress=False)
+    for s in range(space.num_slots):
+        a, b = resumed.slot_module(s).state_dict(), whole.slot_module(s).state_dict()
+        assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    assert not list((killed / "library").glob("*.ckpt.pt"))
