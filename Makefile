@@ -21,7 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	DONNA_SLOW=1 $(VENV)/bin/python -m pytest -q
 
-# Everything but the slow tests (about 1.5 minutes on 2 cores).
+# Everything but the slow tests (about 9.5 minutes on 2 cores; the slow ones add about one).
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 

@@ -142,7 +142,7 @@ class BKDConfig(_Section):
     # teacher-started option near the teacher)
     weight_decay: float = _meta(1e-4, ge=0.0)  # Adam (L2) weight decay, as DNA
     lr_decay: float = _meta(0.9, gt=0.0, le=1.0)  # schedule 'epoch': learning rate factor after every epoch, as DNA
-    lr_schedule: str = _meta("epoch", choices=("epoch", "cosine"))  # epoch: x lr_decay after every epoch (DNA);
+    lr_schedule: str = _meta("cosine", choices=("epoch", "cosine"))  # epoch: x lr_decay after every epoch (DNA);
     # cosine: from lr to 0 over the run, step by step (lr_decay unused)
     batch_size: int = _meta(64, ge=1)  # training batch size
     seed: int = _seed()  # seed of weight init, batch order and option sampling

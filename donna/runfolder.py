@@ -63,7 +63,7 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("run.log", "every command's log, appended: stage start and end lines with times and ETA, warnings"),
     ("space.json", "copy of a user-supplied --space FILE.json (the run reads this copy)"),
     (".lock", "the lock of the stage working in the folder (pid, command, start time)"),
-    ("teacher.pt", "teacher weights (when trained here)"),
+    ("teacher.pt", "teacher weights (trained here, adapted, or copied from donna/pretrained)"),
     ("teacher.json", "what the teacher is, its fingerprint and val accuracy; written last"),
     ("teacher.ckpt-*.pt", "per-epoch teacher checkpoint of one set of settings (removed when done)"),
     ("library/slot*.pt", "BKD weights of one slot"),

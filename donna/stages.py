@@ -20,15 +20,15 @@ log = logging.getLogger("donna.stages")
 # 2-core CPU) and the work they did, in the stage's own unit. Only the shares matter: the ETA rescales them
 # with the speed measured in this call.
 REFERENCE: dict[str, tuple[float, float]] = {  # stage: (seconds, work)
-    "teacher": (434.0, 6),  # teacher epochs
-    "bkd": (156.0, 2),  # BKD epochs
-    "scoring": (56.0, 1),  # one pass over every option of every slot
-    "labels": (163.0, 30),  # labels x label epochs
+    "teacher": (1056.0, 20),  # teacher epochs (python -m donna.pretrained.ship, same machine)
+    "bkd": (171.0, 2),  # BKD epochs
+    "scoring": (49.0, 1),  # one pass over every option of every slot
+    "labels": (168.0, 30),  # labels x label epochs
     "fit": (1.0, 1),
-    "latency table": (125.0, 1),
-    "search": (40.0, 1),  # NSGA-II on the table and the front measured; other searchers can take far longer
-    "finetune": (82.0, 3),  # finetune epochs
-    "report": (10.0, 1),
+    "latency table": (171.0, 1),
+    "search": (8.0, 1),  # NSGA-II on the table and the front measured; other searchers can take far longer
+    "finetune": (102.0, 3),  # finetune epochs
+    "report": (3.0, 1),
 }
 COUNTED_AFTER_S = 0.5  # a stage that took less did no real work (it resumed from its files): not a speed sample
 

@@ -24,7 +24,8 @@ TINY = {
     "slots": [{"stride": 1, "out_channels": 8}, {"stride": 2, "out_channels": 16}],
 }
 TEACHER = TeacherConfig(epochs=4, lr=5e-3, batch_size=32)
-BKD = BKDConfig(epochs=3, batch_size=32, lr=3e-3)  # the tiny tests train from scratch too: the lr of that regime
+BKD = BKDConfig(epochs=3, batch_size=32, lr=3e-3, lr_schedule="epoch")  # the tiny tests train from scratch too:
+# the lr of that regime, and DNA's per-epoch decay (test_bkd compares the cosine default with it)
 SCORE = ScoreConfig(recal_batches=2, batch_size=64)
 
 
