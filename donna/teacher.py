@@ -220,7 +220,13 @@ def _trained_teacher(cfg: TeacherConfig, arch: Arch, space: SearchSpace, data: D
     arch = Arch.from_dict({**arch.to_dict(), "num_classes": data.num_classes})
     run = RunFolder(workdir)
     path, checkpoint = run.teacher_pt, run.teacher_checkpoint(fp)  # per settings: never mixed
-    shipped = pretrained.find(fp, data.name) if cfg.pretrained and not checkpoint.is_file() else None
+    shipped = None
+    if cfg.pretrained and not checkpoint.is_file():
+        try:
+            shipped = pretrained.find(fp, data.name)
+        except ValueError:
+            if not path.is_file():  # a damaged install matters only when the run has no teacher yet
+                raise
     if shipped is not None and not path.is_file():
         atomic_write_bytes(path, shipped[0].read_bytes())
     if path.is_file() and torch.load(path, map_location="cpu", weights_only=True).get("fingerprint") == fp:

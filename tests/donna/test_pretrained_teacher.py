@@ -58,6 +58,8 @@ def test_a_shipped_teacher_is_copied_in_only_for_its_own_settings(built, space, 
     weights.write_bytes(weights.read_bytes()[:-16])  # a damaged install is named, not used
     with pytest.raises(ValueError, match="does not match its record.*pretrained=false"):
         get_teacher(TEACHER, space, digits16, tmp_path / "damaged", progress=False)
+    assert torch.equal(get_teacher(TEACHER, space, digits16, run, progress=False)(x), teacher(x))  # a run that
+    # copied it in before keeps working
 
 
 def test_the_default_run_uses_its_shipped_teacher_at_the_recorded_accuracy(tmp_path, monkeypatch):
