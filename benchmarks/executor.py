@@ -4,8 +4,8 @@ On the `mbconv-tiny` space over `digits` (a small teacher trained once, shared b
 (``inprocess``: one job after another; ``threads``; ``processes``; ``ray``: a local Ray started for the row,
 its start-up printed apart) runs BKD (5 slot jobs), scoring (5 slot jobs) and ``--labels`` labels (not on
 ``threads``, which labels refuse) into its own run folder. The table gives wall seconds per stage, the
-speed-up over ``inprocess`` and the largest difference of the results from ``inprocess``'s (they must agree:
-jobs are seeded by position).
+speed-up over ``inprocess`` and the largest differences of the results from ``inprocess``'s: BKD weights,
+NSR and label accuracy (labels repeat exactly per executor but move with the torch thread count of a job).
 
 Run: ``.venv/bin/python benchmarks/executor.py [--executors inprocess threads processes ray] [--labels 4]``
 """

@@ -54,7 +54,7 @@ def shipped_teacher(cfg: Any) -> bool:
     """Whether the run's teacher will probably be copied from ``donna.pretrained`` rather than trained."""
     from donna.pretrained import ships_recipe
 
-    return (not cfg.teacher.source and cfg.teacher.pretrained
+    return (cfg.teacher.source in (None, "", "reference") and cfg.teacher.pretrained
             and ships_recipe(json.loads(json.dumps(cfg.teacher.train_settings()))))
 
 

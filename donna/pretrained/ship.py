@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the run seed whose default teacher to ship")
     args = parser.parse_args(argv)
     weights = ship(args.workdir, args.seed)
-    print(f"shipped {weights} ({weights.stat().st_size / 1e6:.1f} MB):",
-          json.dumps(json.loads(paths(weights.stem.removeprefix('teacher-'))[1].read_text())["val_accuracy"]))
+    record = json.loads(weights.with_suffix(".json").read_text())
+    print(f"shipped {weights} ({weights.stat().st_size / 1e6:.1f} MB): val accuracy {record['val_accuracy']:.4f}")
 
 
 if __name__ == "__main__":
