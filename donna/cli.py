@@ -33,13 +33,14 @@ def _build_predictor(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     from donna.finetune_stage import run_finetune
+    from donna.predictor import predicted_text
     from donna.stages import count
 
     cfg = args.tree.finetune
     with _one_stage("finetune", count(cfg.epochs, "epoch")):
         m = run_finetune(args.workdir, cfg, progress=_progress(args))
     print(f"\nfinetuned {m['key']} for {m['epochs']} epochs from {m['init']} weights: val accuracy "
-          f"{m['val_accuracy']:.4f} (predicted {_opt(m['predicted_accuracy'])}), "
+          f"{m['val_accuracy']:.4f} (predicted label accuracy {predicted_text(m['predicted_accuracy'])}), "
           f"test accuracy {m['test_accuracy']:.4f}")
     measured = (f"measured {m['measured_ms']:.4f} ms" if m.get("measured_ms") is not None else
                 f"not measured here; run on the device machine: {m.get('measure_command')}")
@@ -82,6 +83,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from donna.predictor import predicted_text
     from donna.search_stage import run_search
     from search import NoArchMeetsTarget
 
@@ -93,8 +95,8 @@ def _search(args: argparse.Namespace) -> int:
         print(f"donna search: nothing meets {cfg.target_ms} ms: {err}", file=sys.stderr)
         return 1
     sel = out.selected
-    print(f"\nfront of {len(out.rows)} architectures; selected {sel['key']}: predicted accuracy "
-          f"{sel['predicted_accuracy']:.4f}, measured {_opt(sel.get('measured_ms'))} ms "
+    print(f"\nfront of {len(out.rows)} architectures; selected {sel['key']}: predicted label accuracy "
+          f"{predicted_text(sel['predicted_accuracy'])}, measured {_opt(sel.get('measured_ms'))} ms "
           f"(target {cfg.target_ms} ms, table predicted {sel['predicted_ms']:.4f} ms)")
     print(f"  {sel['arch']}")
     print(f"written: {out.paths['pareto.csv'].parent}/ (pareto.csv, pareto.png, selected.json, pareto/*.json)")

@@ -241,6 +241,8 @@ class SearchConfig(_Section):
     seed: int = _seed()  # seeds the search
     measure_max: int = _meta(24, ge=1)  # front members measured on the device (those near or under the target
     # first)
+    confirm_max: int = _meta(5, ge=0)  # the chosen member is measured again in a fresh process and kept only when
+    # the slower of its two measurements meets the target; at most this many are tried (0: no second measurement)
     force: bool = _meta(False, flag="--force")  # use a latency table made on another device fingerprint (warns), as
     # `latency table --force`
     no_measure: bool = _meta(False, result=False)  # select on predicted latency; print the command that measures

@@ -42,6 +42,18 @@ def clip_accuracy(values: np.ndarray) -> np.ndarray:
     return np.clip(values, 0.0, 1.0)
 
 
+PREDICTS = "the labels' accuracy: val accuracy after the shortened finetune recipe (labels.epochs)"
+
+
+def predicted_text(value: float | None, digits: int = 4) -> str:
+    """A predicted accuracy as text, saying when it was clipped (the network lies beyond the labels' range, where
+    the linear fit says only "at least this")."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return f"{text} (clipped: beyond the labels' range)" if value >= 1.0 or value <= 0.0 else text
+
+
 @dataclass
 class AccuracyPredictor:
     """A fitted linear model ``accuracy ~ intercept + sum_i coef_i * feature_i``."""

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from common.fileio import atomic_write_bytes, atomic_write_text
+from donna.predictor import PREDICTS, predicted_text
 from donna.runfolder import RunFolder, read_json, write_json
 
 STAGE_ORDER = ("run", "data", "teacher", "bkd", "score", "labels", "search", "finetune")  # pipeline order
@@ -268,7 +269,11 @@ def front_section(run: Run) -> Section:
     _draw_fronts(ax, run)
     ax.set_title("Predicted Pareto fronts, measured members and selections")
     ax.legend(**LEGEND_OUTSIDE)
-    blocks: list[str | Table | Image] = [_front_table(run), Image("pareto", "every searcher's whole front", _png(fig))]
+    blocks: list[str | Table | Image] = [
+        _front_table(run),
+        f"The predictor predicts {PREDICTS}, clipped to [0, 1]: a clipped value says only that the network lies "
+        "beyond the labels' range. The finetuned model's accuracy is in the table above.",
+        Image("pareto", "every searcher's whole front", _png(fig))]
     if run.target_ms and _zoom(run) is not None:
         fig, ax = _figure(9.0, 5.2)
         _draw_fronts(ax, run)
@@ -366,9 +371,10 @@ def _front_table(run: Run) -> Table:
         hv = info.get("hypervolume")
         share = fmt(hv / exact_hv, ".1%") if hv is not None and exact_hv else "n/a"
         rows.append([name, str(len(search["rows"])), fmt(info.get("n_evaluations"), ","), fmt(hv), share,
-                     sel.get("key", "none"), fmt(sel.get("predicted_accuracy")), fmt(sel.get("measured_ms"))])
+                     sel.get("key", "none"), predicted_text(sel.get("predicted_accuracy")),
+                     fmt(sel.get("measured_ms"))])
     return Table(["searcher", "front size", "evaluations", "hypervolume", "share of exact", "selected",
-                  "predicted accuracy", "measured ms"], rows)
+                  "predicted label accuracy", "measured ms"], rows)
 
 
 def latency_section(run: Run) -> Section:

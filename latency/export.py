@@ -15,7 +15,7 @@ import onnx
 
 from common.fileio import atomic_path
 
-from .cache import ArtifactCache, file_sha256
+from .cache import ArtifactCache, artifact_key, file_sha256
 from .errors import BadModelError
 
 EXPORTER_ENV = "LATENCY_ONNX_EXPORTER"
@@ -152,6 +152,25 @@ def _resolve_onnx_file(path: Path, input_shape, cache: ArtifactCache) -> Path:
     return cache.get_or_make("onnx", {"source_sha256": file_sha256(path), "shape": want}, ".onnx", make)
 
 
+def _export_parts(model_id: str, shape, exporter: str, dynamic_batch: bool) -> dict:
+    """What an export's cache key is made of."""
+    import torch
+
+    parts = {"model": model_id, "shape": list(shape), "exporter": exporter,
+             "opset": OPSETS[exporter], "torch": torch.__version__}
+    if dynamic_batch:  # in the key only when asked for: the keys of static exports stay as they were
+        parts["dynamic_batch"] = True
+    return parts
+
+
+def is_exported(shape, model_id: str, cache_dir: Path | str | None = None, exporter: str | None = None) -> bool:
+    """Whether :func:`export_module` of ``model_id`` at ``shape`` would be a cache hit (a static export)."""
+    cache = cache_dir if isinstance(cache_dir, ArtifactCache) else ArtifactCache(cache_dir)
+    exporter = exporter_name(exporter)
+    return cache.path("onnx", artifact_key(kind="onnx", **_export_parts(model_id, shape, exporter, False)),
+                      ".onnx").exists()
+
+
 def export_module(make_module, shape, model_id: str, cache_dir: Path | str | None = None,
                   exporter: str | None = None, dynamic_batch: bool = False) -> Path:
     """Export ``make_module()`` through the cache; the module is only built on a cache miss.
@@ -164,17 +183,10 @@ def export_module(make_module, shape, model_id: str, cache_dir: Path | str | Non
         exporter: see :func:`exporter_name`.
         dynamic_batch: give the exported model a symbolic batch dimension (``shape[0]`` is then ignored).
     """
-    import torch
-
     cache = cache_dir if isinstance(cache_dir, ArtifactCache) else ArtifactCache(cache_dir)
     exporter = exporter_name(exporter)
-
-    parts = {"model": model_id, "shape": list(shape), "exporter": exporter,
-             "opset": OPSETS[exporter], "torch": torch.__version__}
-    want = tuple(shape)
-    if dynamic_batch:  # in the key only when asked for: the keys of static exports stay as they were
-        parts["dynamic_batch"] = True
-        want = (BATCH_DIM, *shape[1:])
+    parts = _export_parts(model_id, shape, exporter, dynamic_batch)
+    want = (BATCH_DIM, *shape[1:]) if dynamic_batch else tuple(shape)
 
     def make(tmp: Path) -> None:
         try:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import copy
+import json
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .backends import Backend, create_backend
 from .errors import BadModelError
 from .export import export_onnx, is_arch, onnx_input_shape
-from .measure_lock import measurement_lock
+from .measure_lock import child_env, measurement_lock
 from .profiles import Profile, get_profile
 from .protocol import ProtocolConfig, run_protocol
 from .stats import Summary, noise_reasons, summarize
@@ -30,7 +34,9 @@ class LatencyResult(Summary):
 
     def to_dict(self) -> dict:
         """Everything, JSON-ready (the ``latency bench --json`` object); what was measured where comes first."""
-        data = asdict(self)
+        # field by field: asdict would walk every sample (seconds over a table build's millions of samples)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["samples_ms"], data["env"] = list(self.samples_ms), copy.deepcopy(self.env)
         return {**{k: data.pop(k) for k in ("model", "device", "backend")}, **data}
 
     @classmethod
@@ -129,3 +135,19 @@ def measure_model(model_or_arch_or_onnx_path: Any, device: str | Profile = "cpu"
                          **summary.to_dict(),
                          noisy=bool(reasons), noisy_reason="; ".join(reasons), stop_reason=outcome.stop_reason,
                          samples_ms=list(outcome.samples_ms), env=env)
+
+
+def measure_in_fresh_process(onnx_path: Path, device: str, timeout_s: float = 900.0) -> dict[str, Any]:
+    """``latency bench --json`` on ``onnx_path`` in a new Python process, as a user re-checks a delivered model:
+    nothing this process warmed up, allocated or left running (training threads, caches) moves the figure.
+
+    Raises:
+        RuntimeError: the measurement failed; the message carries the tool's last error line.
+    """
+    cmd = [sys.executable, "-m", "latency.cli", "bench", str(onnx_path), "--device", device, "--json"]
+    with measurement_lock(f"{onnx_path.name} on {device} (fresh process)"):  # held here, so a wait is seen here
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False, env=child_env())
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"measuring {onnx_path} on {device} in a fresh process failed: {last}")
+    return json.loads(done.stdout)[0]

@@ -10,6 +10,7 @@ between jobs records how the machine's speed drifts during the build.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -22,9 +23,10 @@ import numpy as np
 
 from common.fileio import append_jsonl, atomic_write_bytes, read_jsonl
 
+from .cache import ArtifactCache
 from .devices import unreachable_reason
 from .errors import BackendUnavailableError, DeviceDisconnectedError, FingerprintMismatchError
-from .export import batch_shape, export_module
+from .export import batch_shape, export_module, is_exported
 from .measure import measure_model, resolve_profile
 from .profiles import Profile
 from .protocol import ProtocolConfig
@@ -165,6 +167,96 @@ def schedule_entries(jobs: list[Job], schedule: Schedule, canary: Job | None) ->
     return out
 
 
+def _all_jobs(space: Any, sample: dict) -> list[Job]:
+    return [*_part_jobs(space), *_arch_jobs(space, sample["n_calibration"], sample["n_validation"], sample["n_repeat"],
+                                            sample["seed"]), _canary_job(space, sample["seed"])]
+
+
+def _export_share(space: Any, sample: dict, ids: list[str], cache_dir, report: Callable[[], None]) -> None:
+    """Rebuilds the build's jobs (their builders are closures, not picklable) and exports ``ids``."""
+    wanted = set(ids)
+    for job in _all_jobs(space, sample):
+        if job.id in wanted:
+            export_module(job.make, job.shape, job.model_id, cache_dir=cache_dir)
+            report()
+
+
+def export_ahead(space: Any, sample: dict, jobs: list[Job], cache_dir, workers: int | None = None,
+                 progress: bool = True) -> int:
+    """Exports every model of the build that the cache lacks before the first measurement, in up to
+    ``workers`` child processes (default: one per core, at most 4). Returns how many were exported.
+
+    Exporting is a fifth of a table build on a small space when done one model at a time between
+    measurements; done here, in parallel, it never runs while a measurement does. The children are
+    ``python -m latency.table_build`` given their share on stdin (not multiprocessing, which would
+    re-import the caller's main script). With one core, or a single model, it exports in this process.
+
+    Raises:
+        BadModelError: an export failed (the child's last error line).
+    """
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    from tqdm import tqdm
+
+    from .errors import BadModelError
+    from .measure_lock import child_env
+
+    missing, seen = [], set()
+    for job in jobs:
+        if job.model_id not in seen and not is_exported(job.shape, job.model_id, cache_dir):
+            seen.add(job.model_id)
+            missing.append(job)
+    workers = min(workers or min(os.cpu_count() or 1, 4), len(missing))
+    bar = tqdm(total=len(missing), desc="export", unit="model", disable=not progress, leave=False)
+    try:
+        if workers < 2:
+            _export_share(space, sample, [job.id for job in missing], cache_dir, lambda: bar.update())
+            return len(missing)
+        root = None if cache_dir is None else str(cache_dir.root if isinstance(cache_dir, ArtifactCache) else cache_dir)
+        children = []
+        with contextlib.ExitStack() as stack:
+            for k in range(workers):
+                # stderr to a file, not a pipe: export warnings cannot fill it and stall the child
+                errors = stack.enter_context(tempfile.TemporaryFile())
+                child = stack.enter_context(subprocess.Popen(
+                    [sys.executable, "-m", "latency.table_build"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=errors, env=child_env()))
+                stack.callback(_stop, child)  # runs before the Popen's own exit, which waits for it
+                children.append((child, errors))
+                child.stdin.write(pickle.dumps((space, sample, [job.id for job in missing[k::workers]], root)))
+                child.stdin.close()
+            for child, errors in children:
+                for _ in child.stdout:  # one line per finished export
+                    bar.update()
+                if child.wait() != 0:
+                    errors.seek(0)
+                    last = (errors.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+                    raise BadModelError(f"exporting the latency table's models failed: {last}")
+        return len(missing)
+    finally:
+        bar.close()
+
+
+def _stop(child: Any) -> None:
+    if child.poll() is None:
+        child.kill()
+
+
+def _export_child() -> None:
+    """``python -m latency.table_build``: exports the share pickled on stdin, one line per export."""
+    import pickle
+    import sys
+
+    import torch
+
+    torch.set_num_threads(1)
+    space, sample, ids, cache_dir = pickle.loads(sys.stdin.buffer.read())
+    _export_share(space, sample, ids, cache_dir, lambda: print(1, flush=True))
+
+
 def _meta(space: Any, profile: Profile, fingerprint: dict, cfg: ProtocolConfig, sample: dict,
           schedule: Schedule) -> dict:
     return {"job": "meta", "device": profile.to_dict(), "fingerprint": fingerprint, "space": space.name,
@@ -278,7 +370,14 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
     meta = _meta(space, profile, backend.fingerprint(), cfg, sample, schedule)
     _check_resume(read_jsonl(rows_path), meta, rows_path, force)
     jobs = interleave(_part_jobs(space), _arch_jobs(space, n_calibration, n_validation, n_repeat, seed))
-    entries = schedule_entries(jobs, schedule, _canary_job(space, seed))
+    canary = _canary_job(space, seed)
+    if backend.input_kind == "onnx":
+        export_ahead(space, sample, [*jobs, canary], cache_dir, progress=progress)
+    entries = schedule_entries(jobs, schedule, canary)
     _run_jobs(entries, rows_path, profile, backend, cfg, schedule, cache_dir, progress, meta)
     table = assemble_table(space, meta, read_jsonl(rows_path), jobs, schedule.normalise, schedule.statistic)
     return replace(table, path=table.save(out))
+
+
+if __name__ == "__main__":
+    _export_child()

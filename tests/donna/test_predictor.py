@@ -87,3 +87,12 @@ def test_genome_predictions_are_clipped_to_accuracies():
     middle = AccuracyPredictor(features=nsr_columns(5), coef=[-0.1] * 5, intercept=0.5, alpha=1.0)
     values = middle.genome_predictor(table, space)(genomes)
     assert np.all((values > 0) & (values < 1)) and len(np.unique(values)) > 1
+
+
+def test_a_clipped_prediction_says_so():
+    from donna.predictor import clip_accuracy, predicted_text
+
+    clipped = clip_accuracy(np.array([1.07, 0.93, -0.2]))
+    assert [predicted_text(v) for v in clipped] == [
+        "1.0000 (clipped: beyond the labels' range)", "0.9300", "0.0000 (clipped: beyond the labels' range)"]
+    assert predicted_text(None) == predicted_text(float("nan")) == "n/a"

@@ -64,3 +64,21 @@ def test_corrected_table_uses_measurements_and_their_drift(table, mini_space, tm
     assert corrected.predict(b) == pytest.approx(ratio * table.predict(b))  # unmeasured: the corrected table
     with pytest.raises(ValueError, match="measurements of its own device"):
         CorrectedLatency(table, MeasuredLatency("s20", tmp_path / "other.csv"))
+
+
+def test_a_fresh_process_measurement_is_its_own_and_cached(mini_space, tmp_path, monkeypatch):
+    import latency.measure
+
+    arch = mini_space.sample(3)
+    measured = MeasuredLatency("cpu", tmp_path / "measured.csv")
+    fresh = measured.measure_fresh(arch)  # a real `latency bench` in a child process
+    assert measured.fresh_file == tmp_path / "measured_fresh.csv" and measured.fresh_file.is_file()
+    assert 0 < fresh["measured_ms_ci_low"] <= fresh["measured_ms"] <= fresh["measured_ms_ci_high"]
+    assert measured.known(arch) is None  # the in-process cache is not touched
+
+    def no_second_process(*args, **kwargs):
+        raise AssertionError("measured twice")
+
+    monkeypatch.setattr(latency.measure, "measure_in_fresh_process", no_second_process)
+    again = MeasuredLatency("cpu", tmp_path / "measured.csv").measure_fresh(arch)  # a restart reads the file
+    assert again == fresh

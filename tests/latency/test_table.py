@@ -146,3 +146,22 @@ def test_a_space_smaller_than_the_sample_gives_fewer_held_out_networks(mini_spac
     roles = [j.role for j in jobs]
     assert roles.count("calibration") == 3 and roles.count("validation") == 1 and roles.count("repeat") == 1
     assert len({j.arch_key for j in jobs if j.role != "repeat"}) == 4
+
+
+def test_exports_run_ahead_in_child_processes(mini_space, tmp_path):
+    from latency.export import is_exported
+    from latency.table_build import _all_jobs, export_ahead
+
+    sample = {"seed": 0, **SMALL}
+    jobs = _all_jobs(mini_space, sample)
+    cache = tmp_path / "exports"
+    models = {j.model_id for j in jobs}
+    assert export_ahead(mini_space, sample, jobs, cache, workers=2, progress=False) == len(models)
+    assert [j.id for j in jobs if not is_exported(j.shape, j.model_id, cache)] == []
+    assert len(list((cache / "onnx").glob("*.onnx"))) == len(models)
+    assert export_ahead(mini_space, sample, jobs, cache, workers=2, progress=False) == 0  # all cached now
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(Exception, match="exporting the latency table's models failed"):
+        export_ahead(mini_space, sample, jobs, blocked, workers=2, progress=False)

@@ -200,3 +200,70 @@ def test_a_search_killed_while_writing_never_leaves_a_mix(tmp_path):
         assert (out / "state" / "checkpoint.json").read_text() == "{}"
         assert sorted(p.name for p in tmp_path.iterdir()) == ["nsga2"]
     assert seen, "the writer never finished a set; the test did not exercise the switch"
+
+
+def _front(*members):
+    """Rows of a measured front: (key, predicted accuracy, upper end of the measured CI)."""
+    return pd.DataFrame([{"key": k, "predicted_accuracy": acc, "measured_ms": ms - 0.05, "measured_ms_ci_high": ms}
+                         for k, acc, ms in members])
+
+
+class _Arch:
+    def __init__(self, key):
+        self.key = key
+
+
+def _second(slower):
+    """A fresh-process 'measurement' by key, recording the order of the calls."""
+    calls = []
+
+    def confirm(arch):
+        calls.append(arch.key)
+        return {"measured_ms": slower[arch.key] - 0.05, "measured_ms_ci_high": slower[arch.key]}
+    return confirm, calls
+
+
+def test_a_choice_that_its_fresh_process_puts_over_the_target_goes_to_the_next():
+    from search.outputs import confirmed_rows
+
+    rows = _front(("a", 0.9, 0.90), ("b", 0.8, 0.80), ("c", 0.7, 0.50), ("d", 0.95, 1.30))
+    confirm, calls = _second({"a": 1.20, "b": 0.95, "c": 0.40})
+    out = confirmed_rows(rows, [_Arch(k) for k in "abcd"], 1.0, "measured_ms_ci_high", confirm)
+    assert calls == ["a", "b"]  # d is over the target here already; a fails in its fresh process; b passes
+    by = out.set_index("key")
+    assert by.loc["a", "selection_ms"] == 1.20 and by.loc["b", "selection_ms"] == 0.95  # the slower of the two
+    assert by.loc["c", "selection_ms"] == 0.50 and np.isnan(by.loc["c", "fresh_ms"])  # not confirmed: as measured
+    assert by.loc["b", "fresh_ms_ci_high"] == 0.95 and by.loc["b", "fresh_ms"] == pytest.approx(0.90)
+    # a fresh process faster than the first keeps the first's bound
+    out = confirmed_rows(rows, [_Arch(k) for k in "abcd"], 1.0, "measured_ms_ci_high", _second({"a": 0.5})[0])
+    assert out.set_index("key").loc["a", "selection_ms"] == 0.90
+
+
+def test_after_confirm_max_failures_only_confirmed_members_remain_candidates(tmp_path):
+    from search.outputs import SELECTION_COLUMN, confirmed_rows
+
+    rows = _front(("a", 0.9, 0.90), ("b", 0.8, 0.80), ("c", 0.7, 0.50))
+    confirm, calls = _second({"a": 1.20, "b": 1.10, "c": 0.40})
+    out = confirmed_rows(rows, [_Arch(k) for k in "abc"], 1.0, "measured_ms_ci_high", confirm, confirm_max=2)
+    assert calls == ["a", "b"] and out[SELECTION_COLUMN].isna().tolist() == [False, False, True]
+    with pytest.raises(NoArchMeetsTarget):
+        from search.pareto import choose_under_target
+        choose_under_target(out, 1.0, latency_column=SELECTION_COLUMN)
+
+
+def test_finalize_confirms_its_choice_and_writes_the_columns(result, tmp_path):
+    rows = front_rows(result, measure=fake_device)
+    target = float(rows["measured_ms_ci_high"].median())
+    first = finalize_search(tmp_path / "one", result, target, measure=fake_device, latency_column="measured_ms_ci_high",
+                            progress=False)
+    # the first choice measures over the target in its fresh process; every other member as in the first
+    confirm, calls = _second({k: 1.1 * target if k == first.selected["key"] else v
+                              for k, v in zip(rows["key"], rows["measured_ms_ci_high"])})
+    out = finalize_search(tmp_path / "two", result, target, measure=fake_device, latency_column="measured_ms_ci_high",
+                          progress=False, confirm=confirm)
+    assert calls == [first.selected["key"], out.selected["key"]] and out.selected["key"] != first.selected["key"]
+    assert out.selected["selection_ms"] <= target
+    table = pd.read_csv(tmp_path / "two" / "pareto.csv")
+    assert {"fresh_ms", "fresh_ms_ci_high", "selection_ms"} <= set(table.columns)
+    assert table["fresh_ms"].notna().sum() == len(calls)
+    assert json.loads((tmp_path / "two" / "selected.json").read_text())["latency_column"] == "selection_ms"
