@@ -28,10 +28,10 @@ from blocks import BlockSpec, SearchSpace, init_weights
 from blocks.teachers import TeacherParts
 from common.batching import batches
 from common.device import make_optimizer, set_threads, torch_device, torch_threads
+from common.executor import Job, bar_position, executor_for
 from common.fileio import atomic_save
 from donna.config import BKDConfig
 from donna.data import DataSplits, TensorSplit, shifted_copy
-from donna.executor import Job, bar_position, executor_for
 from donna.nested_supernet import OptionBank, SlotSupernet, make_slot_module
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 

@@ -32,13 +32,18 @@ def _build_predictor(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    from donna import distributed
     from donna.finetune_stage import run_finetune
     from donna.predictor import predicted_text
     from donna.stages import count
 
     cfg = args.tree.finetune
-    with _one_stage("finetune", count(cfg.epochs, "epoch")):
-        m = run_finetune(args.workdir, cfg, progress=_progress(args))
+    with distributed.process_group():  # under torchrun; nothing otherwise
+        if not distributed.is_main():  # trains its share; rank 0 prints and writes
+            run_finetune(args.workdir, cfg, progress=False)
+            return 0
+        with _one_stage("finetune", count(cfg.epochs, "epoch")):
+            m = run_finetune(args.workdir, cfg, progress=_progress(args))
     print(f"\nfinetuned {m['key']} for {m['epochs']} epochs from {m['init']} weights: val accuracy "
           f"{m['val_accuracy']:.4f} (predicted label accuracy {predicted_text(m['predicted_accuracy'])}), "
           f"test accuracy {m['test_accuracy']:.4f}")
@@ -235,6 +240,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if getattr(args, "workdir", None) is None:  # arch show / sample / list
         return args.func(args)
     lock, workdir = getattr(args, "lock", None), Path(args.workdir)
+    from donna import distributed
+
+    if not distributed.is_main():  # a torchrun copy of rank 0's command: rank 0 holds the lock and writes run.log
+        return args.func(args)
     if lock is None or (lock == "existing" and not workdir.is_dir()):  # nothing there to guard (the stage says so)
         with _run_log(args, workdir):
             return args.func(args)

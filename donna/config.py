@@ -243,6 +243,9 @@ class SearchConfig(_Section):
     # first)
     confirm_max: int = _meta(5, ge=0)  # the chosen member is measured again in a fresh process and kept only when
     # the slower of its two measurements meets the target; at most this many are tried (0: no second measurement)
+    table_executor: str = _meta("inprocess", choices=("inprocess", "ray"), result=False)  # where the latency
+    # table's measurements run: here, or as Ray tasks requesting device:<latency_device> (the device's host)
+    ray_address: str | None = _ray_address()  # the Ray cluster of table_executor=ray (DonnaConfig.ray_address)
     force: bool = _meta(False, flag="--force")  # use a latency table made on another device fingerprint (warns), as
     # `latency table --force`
     no_measure: bool = _meta(False, result=False)  # select on predicted latency; print the command that measures

@@ -19,6 +19,7 @@ from blocks.convert import arch_to_json
 from blocks.teachers import TeacherParts
 from common.device import torch_device
 from common.fileio import atomic_save, atomic_write_text
+from donna import distributed
 from donna.config import DataConfig, FinetuneConfig, TeacherConfig, section_from_dict
 from donna.data import DataSplits, load_data
 from donna.predictor import PREDICTS, predicted_text
@@ -90,7 +91,7 @@ def finetune_model(arch: Arch, cfg: FinetuneConfig, workdir: Path, data: DataSpl
     recipe = cfg.train_config()
     checkpoint = FinetuneFolder(out).checkpoint(fingerprint(asdict(recipe)))  # another recipe starts afresh
     bar = tqdm(total=cfg.epochs, initial=resumed_epoch(checkpoint), desc=f"finetune {arch.key}",
-               disable=not progress)
+               disable=not progress or not distributed.is_main())
 
     def on_epoch(epoch: int, loss: float, acc: float) -> None:
         bar.n = epoch + 1
@@ -127,6 +128,9 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
     When the latency device is not reachable here (a V100 profile on a laptop), the model is still finetuned,
     exported and checked; the report says "not measured here" and gives the ``latency bench`` command to run
     on the device machine.
+
+    Under ``torchrun`` (``donna.distributed``) every rank trains its share of each batch and only rank 0 writes;
+    the other ranks return ``{"key", "rank", "out", "val_accuracy"}``.
     """
     from latency.devices import unreachable_reason
 
@@ -146,6 +150,9 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
     device = torch_device(cfg.train_device)
     model, history = finetune_model(arch, cfg, workdir, data, teacher, space, out, progress)
     seconds = time.perf_counter() - start
+    if not distributed.is_main():  # under torchrun, rank 0 alone exports, measures and writes
+        return {"key": arch.key, "rank": distributed.rank(), "out": str(out),
+                "val_accuracy": history.val_accuracy[-1]}
     atomic_save(folder.model_pt, lambda p: torch.save(model.state_dict(), p))
     deploy = deployment(data)
     arch_to_json(arch, folder.arch_json, extra=deploy)

@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 from blocks import Arch, SearchSpace, build_model, count_params_macs
 from blocks.teachers import TeacherParts
 from common.device import torch_device
+from common.executor import Job, executor_for
 from common.fileio import atomic_path
 from donna.bkd import BlockLibrary
 from donna.config import SAMPLINGS, LabelConfig  # noqa: F401  (LabelConfig: imported from here by callers)
 from donna.data import DataSplits, subset
-from donna.executor import Job, executor_for
 from donna.nsr import arch_nsr
 from donna.predictor import nsr_columns, nsr_lookup
 from donna.runfolder import RunFolder, fingerprint

@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 from blocks import Arch, SearchSpace, count_macs
 from blocks.teachers import TeacherParts
 from common.device import set_threads, torch_device, torch_threads
+from common.executor import Job, bar_position, executor_for
 from common.fileio import atomic_path, atomic_save
 from donna.assemble import recalibrate_bn
 from donna.bkd import BlockLibrary, compute_features, read_bn_file
 from donna.config import ScoreConfig
 from donna.data import DataSplits, subset
-from donna.executor import Job, bar_position, executor_for
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 
 COLUMNS = ["slot", "option", "nsr", "params", "macs"]

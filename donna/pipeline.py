@@ -16,6 +16,7 @@ from donna.finetune_stage import FinetuneConfig, run_finetune
 from donna.predictor_stage import PredictorRunConfig, build_predictor, summary
 from donna.search_stage import SearchConfig, latency_table_for, run_search, run_space, searcher_plan
 from donna.stages import StageClock, count, pipeline_plan
+from latency.cli import table_executor
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def run_pipeline(workdir: str | Path = "runs/demo", predictor_cfg: PredictorRunC
     print("\n" + summary(build_predictor(workdir, predictor_cfg, progress, clock)) + "\n")
     device = search_cfg.latency_device
     with clock.stage("latency table", device):  # built on first use, then read by the search
-        latency_table_for(workdir, run_space(workdir), device, search_cfg.force, progress)
+        latency_table_for(workdir, run_space(workdir), device, search_cfg.force, progress,
+                          table_executor(search_cfg.table_executor, device, search_cfg.ray_address))
     if search_cfg.target_ms is None:
         search_cfg = replace(search_cfg, target_ms=default_target_ms(workdir, device))
         print(f"latency target: {search_cfg.target_ms} ms on {device} (30th percentile of the space)")

@@ -3,6 +3,7 @@ measured on the device, and the choice under the latency target (DONNA step 5)."
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import sys
@@ -15,11 +16,13 @@ import numpy as np
 import pandas as pd
 
 from blocks import Arch, SearchSpace
+from common.log import FILE_ONLY
 from donna.config import SearchConfig
 from donna.predictor import AccuracyPredictor, clip_accuracy
 from donna.runfolder import RunFolder, fingerprint, save_config
 from latency import LatencyError, LatencyEstimator, LatencyTable, MeasuredLatency, build_latency_table
 from latency.cache import file_sha256
+from latency.cli import table_executor
 from latency.devices import unreachable_reason
 from latency.table import validation_check
 from search import (
@@ -36,6 +39,7 @@ from search import (
 from search.additive import Additive, slot_tables_from_lookup
 from search.objectives import hv_reference_for
 
+log = logging.getLogger(__name__)
 
 def run_space(workdir: Path) -> SearchSpace:
     """The search space a run folder was built for (recorded by ``donna build-predictor``)."""
@@ -50,8 +54,9 @@ def run_space(workdir: Path) -> SearchSpace:
 
 
 def latency_table_for(workdir: Path, space: SearchSpace, device: str, force: bool = False,
-                      progress: bool = True) -> LatencyTable:
-    """The device's latency table in ``workdir/latency/<device>/``, built (resumably) on first use.
+                      progress: bool = True, executor: Any = None) -> LatencyTable:
+    """The device's latency table in ``workdir/latency/<device>/``, built (resumably) on first use, here or
+    through ``executor`` (``latency.cli.table_executor``: Ray tasks on the node that advertises the device).
 
     A table copied in from the device's own machine is used as recorded when the device is not
     reachable here (``table.note`` says so); without one, such a device is an error naming both ways on.
@@ -60,6 +65,9 @@ def latency_table_for(workdir: Path, space: SearchSpace, device: str, force: boo
     folder = latency.root
     if latency.table_json.is_file():
         return LatencyTable.load(folder, device=device, force=force)
+    if executor is not None:  # measured where the executor runs its jobs (the device's host on Ray)
+        return build_latency_table(space, device, folder, progress=progress, force=force,
+                                   cache_dir=RunFolder(workdir).exports, executor=executor)
     reason = unreachable_reason(device)
     if reason is not None:
         short = re.split(r": |; ", reason, maxsplit=1)[0]  # `latency devices` prints the whole reason and fix
@@ -133,7 +141,8 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
     space = run_space(workdir)
     nsr = pd.read_csv(run.nsr_csv)
     save_config(workdir, "search", asdict(cfg))
-    table = latency_table_for(workdir, space, cfg.latency_device, cfg.force, progress)
+    table = latency_table_for(workdir, space, cfg.latency_device, cfg.force, progress,
+                              table_executor(cfg.table_executor, cfg.latency_device, cfg.ray_address))
     measure_here = table.measurable and not cfg.no_measure and cfg.measure_max > 0
     if table.note:
         print(f"note: {table.note}", file=sys.stderr)
@@ -170,16 +179,32 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
         # the margin is the measurement's noise: a member is chosen only when the upper end of the 95% CI of its
         # median meets the target, here and again in a fresh process (the noise between processes on a shared
         # machine dwarfs one process's CI), so the delivered model's re-measurement rarely lands above it
-        return finalize_search(out, result, cfg.target_ms, measure=_front_measure(result, cfg, measured, predicted),
-                               latency_column="measured_ms_ci_high", progress=progress,
-                               confirm=measured.measure_fresh if cfg.confirm_max else None,
-                               confirm_max=cfg.confirm_max)
+        outputs = finalize_search(out, result, cfg.target_ms,
+                                  measure=_front_measure(result, cfg, measured, predicted),
+                                  latency_column="measured_ms_ci_high", progress=progress,
+                                  confirm=measured.measure_fresh if cfg.confirm_max else None,
+                                  confirm_max=cfg.confirm_max)
+        if cfg.confirm_max:
+            line = confirmation_line(outputs.rows, outputs.selected, cfg.target_ms)
+            print(line)
+            log.info(line, extra=FILE_ONLY)
+        return outputs
     outputs = finalize_search(out, result, cfg.target_ms, measure=None, progress=progress)
     chosen = [result.archs[i] for i in front_to_measure(result, cfg, predicted) or range(len(result.archs))]
     print(f"selected on predicted latency (not measured here); measure the front on the {cfg.latency_device} "
           "machine with:\n"
           f"  {bench_command(workdir, out, chosen, cfg.latency_device)}")
     return outputs
+
+
+def confirmation_line(rows: pd.DataFrame, selected: dict[str, Any], target_ms: float) -> str:
+    """What the fresh-process confirmation of the choice found, in one line."""
+    tried = rows[rows["fresh_ms"].notna()]
+    rejected = len(tried) - 1
+    before = f"; {rejected} more accurate member(s) measured over the target there first" if rejected > 0 else ""
+    return (f"confirmed in a fresh process: {selected['key']} {selected['fresh_ms']:.4f} ms (CI to "
+            f"{selected['fresh_ms_ci_high']:.4f}) against {selected['measured_ms']:.4f} ms in this one; the slower, "
+            f"{selected['selection_ms']:.4f} ms, meets the target {target_ms:g} ms{before}")
 
 
 def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPredictor, nsr: pd.DataFrame,

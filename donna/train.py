@@ -106,8 +106,15 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         lr_scale: the factor on the learning rate of each parameter, by its name in ``model.named_parameters()``
             (e.g. a pretrained backbone slower than a new classifier); default 1 for every parameter.
     """
+    from donna import distributed
+
     device = device or torch_device()
     model.to(device)
+    net = model  # under torchrun: the DDP wrapper that averages gradients over the ranks (model is trained in place)
+    if distributed.world() > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model)  # starts every rank from rank 0's weights and buffers
     opt = _optimizer(_param_groups(model, cfg.weight_decay, lr_scale), cfg)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -123,18 +130,20 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset | None, cfg: Tr
         for i, idx in enumerate(index_batches(len(train_set), cfg.batch_size, cfg.seed * 1_000_003 + epoch)):
             for group in opt.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + i, total, warmup, cfg.lr) * group.get("lr_scale", 1.0)
+            idx = distributed.shard(idx)  # this rank's share of the global batch (all of it in one process)
             x, y = (t.to(device) for t in take(train_set, idx))
             t_logits = teacher_logits[idx].to(device) if teacher_logits is not None else None
             with torch.autocast(device.type, enabled=use_amp):
-                loss = distillation_loss(model(x), y, t_logits, cfg)
+                loss = distillation_loss(net(x), y, t_logits, cfg)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
             losses.append(float(loss.detach()))
-        history.train_loss.append(sum(losses) / len(losses))
-        history.val_accuracy.append(evaluate(model, val_set, device=device) if val_set is not None else float("nan"))
-        if checkpoint is not None:
+        history.train_loss.append(distributed.mean(sum(losses) / len(losses)))
+        accuracy = evaluate(model, val_set, device=device) if val_set is not None and distributed.is_main() else None
+        history.val_accuracy.append(distributed.from_main(accuracy if val_set is not None else float("nan")))
+        if checkpoint is not None and distributed.is_main():
             _save(Path(checkpoint), model, opt, scaler, cfg, epoch + 1, history)
         if on_epoch is not None:
             on_epoch(epoch, history.train_loss[-1], history.val_accuracy[-1])

@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: 0)")
     table.add_argument("--force", action="store_true", help="use (resume) rows measured on another device "
                        "fingerprint, as `donna search --force`")
+    table.add_argument("--executor", choices=("inprocess", "ray"), default="inprocess",
+                       help="where the measurements run: here (default), or as Ray tasks requesting the resource "
+                       "device:<profile>, so they run on the node that advertises it (the `ray` extra)")
+    table.add_argument("--ray-address", default=None, help="the Ray cluster of --executor ray (auto: the running "
+                       "one; default: a local Ray)")
     for command in (dev, bench, table):  # `latency table ... --debug` as well as `latency --debug table ...`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the full traceback of an error")
@@ -164,12 +169,25 @@ def cmd_table(args) -> int:
         space = space if args.num_classes is None else space.with_classes(args.num_classes)
         table = build_latency_table(space, args.device, out, n_calibration=args.n_calibration,
                                     n_validation=args.n_validation, seed=args.seed, rounds=args.rounds,
-                                    force=args.force)
+                                    force=args.force, executor=table_executor(args.executor, args.device,
+                                                                              args.ray_address))
     cal = table.calibration
     print(f"latency table written to {table.path}")
     print(f"calibration on {cal.n} architectures ({cal.model}): {cal.intercept_ms:+.4f} ms + {cal.scale:.4f} x sum")
     print_validation(table)
     return 0
+
+
+def table_executor(name: str, device: str, ray_address: str | None = None):
+    """None (measure here) for ``inprocess``; for ``ray``, a Ray executor whose tasks request ``device:<device>``
+    (one unit: one measurement at a time on a host that advertises one) and are not retried (a measurement cut
+    short is measured again by the next build, not by Ray)."""
+    if name == "inprocess":
+        return None
+    from common.executor import RayExecutor
+
+    resource = {f"device:{device}": 1}  # a local Ray (no address) offers it: the device is the one attached here
+    return RayExecutor(address=ray_address, resources=resource, max_retries=0, advertise=resource)
 
 
 def print_validation(table, file=None) -> bool:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
+import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,12 @@ import numpy as np
 
 from common.fileio import append_jsonl, atomic_write_bytes, read_jsonl
 
-from .cache import ArtifactCache
+from .cache import ArtifactCache, artifact_key
 from .devices import unreachable_reason
 from .errors import BackendUnavailableError, DeviceDisconnectedError, FingerprintMismatchError
 from .export import batch_shape, export_module, is_exported
 from .measure import measure_model, resolve_profile
-from .profiles import Profile
+from .profiles import Profile, get_profile
 from .protocol import ProtocolConfig
 from .table import LatencyTable, space_signature
 from .table_assemble import CANARY, STATISTICS, assemble_table
@@ -286,20 +289,62 @@ def _row_key(row: dict) -> tuple[str, int]:
     return row.get("job"), int(row.get("round") or 0)
 
 
+def _where() -> dict:
+    """Where a measurement ran: the host, and the Ray node when it ran as a Ray task."""
+    where = {"host": socket.gethostname(), "ray_node": None}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        where["ray_node"] = ray.get_runtime_context().get_node_id()
+    return where
+
+
 def _measure_job(job: Job, rnd: int, profile: Profile, backend, cfg: ProtocolConfig, cache_dir) -> dict:
     path = export_module(job.make, job.shape, job.model_id, cache_dir=cache_dir)
     result = measure_model(path, profile, protocol=cfg, backend=backend, cache_dir=cache_dir)
     return {"job": job.id, "round": rnd, "role": job.role, "slot": job.slot, "option": job.option,
-            "arch_key": job.arch_key, "time": time.time(), "loadavg": round(os.getloadavg()[0], 2),
+            "arch_key": job.arch_key, "time": time.time(), "loadavg": round(os.getloadavg()[0], 2), **_where(),
             **result.to_row(samples=True)}
 
 
+_BUILDS: dict[str, tuple[dict[str, Job], dict[str, Any]]] = {}  # per process: a build's jobs and backends
+
+
+def measure_entry(space: Any, sample: dict, job_id: str, rnd: int, profile: Profile, cfg: ProtocolConfig,
+                  cache_dir: str | None) -> dict:
+    """Job: one ``(job, round)`` of a table build, measured on this machine's ``profile`` device, as its row.
+
+    Plain arguments, so any executor can run it: on Ray, a task requesting ``device:<profile>`` runs on the
+    node that advertises the device. The build's jobs are rebuilt here once per process (their builders are
+    closures) and the backend is kept between measurements, as in the local loop. ``cache_dir`` None: this
+    machine's export cache.
+    """
+    key = artifact_key(space=pickle.dumps(space).hex(), sample=sample, device=profile.name)
+    if key not in _BUILDS:
+        _BUILDS.clear()
+        _BUILDS[key] = ({job.id: job for job in _all_jobs(space, sample)}, {})
+    jobs, backends = _BUILDS[key]
+    if profile.name not in backends:
+        backends[profile.name] = resolve_profile(profile)[1]
+    return _measure_job(jobs[job_id], rnd, profile, backends[profile.name], cfg, cache_dir)
+
+
+def device_facts(profile: Profile) -> tuple[str | None, dict, str]:
+    """Job: whether ``profile``'s device is reachable where this runs, its backend's fingerprint and input kind."""
+    reason = unreachable_reason(profile)
+    if reason is not None:
+        return f"{reason} (on {socket.gethostname()})", {}, ""
+    backend = resolve_profile(profile)[1]
+    return None, backend.fingerprint(), backend.input_kind
+
+
 def _run_jobs(entries: list[tuple[Job, int]], rows_path: Path, profile: Profile, backend, cfg: ProtocolConfig,
-              schedule: Schedule, cache_dir, progress: bool, meta: dict) -> None:
+              schedule: Schedule, cache_dir, progress: bool, meta: dict, executor: Any = None,
+              remote: tuple[Any, dict] | None = None) -> None:
     """Measure every ``(job, round)`` not yet in ``rows_path``, appending one row per measurement as it completes.
 
     The meta row is written together with the first measured row, so an attempt that measures
-    nothing leaves nothing behind.
+    nothing leaves nothing behind. Without ``executor`` the measurements run here, in order; with one,
+    as :func:`measure_entry` jobs (``remote`` is the ``(space, sample)`` they rebuild the build from).
     """
     from tqdm import tqdm
 
@@ -308,27 +353,43 @@ def _run_jobs(entries: list[tuple[Job, int]], rows_path: Path, profile: Profile,
     fresh = not done
     pending = [(job, rnd) for job, rnd in entries if (job.id, rnd) not in done]
     protocols = {False: schedule.round_protocol(cfg), True: schedule.canary_protocol(cfg)}
-    bar = tqdm(pending, total=len(entries), initial=len(entries) - len(pending), desc=f"latency table [{profile.name}]",
+    bar = tqdm(total=len(entries), initial=len(entries) - len(pending), desc=f"latency table [{profile.name}]",
                unit="model", disable=not progress, leave=False)
-    for k, (job, rnd) in enumerate(bar):
-        try:
-            row = _measure_job(job, rnd, profile, backend, protocols[job.role == CANARY], cache_dir)
+    if executor is None:
+        measured: Iterator[tuple[int, dict]] = (
+            (k, _measure_job(job, rnd, profile, backend, protocols[job.role == CANARY], cache_dir))
+            for k, (job, rnd) in enumerate(pending))
+    else:
+        from common.executor import Job as ExecutorJob
+
+        root = cache_dir if executor.shares_files else None  # elsewhere, the device host's own cache
+        root = str(root.root if isinstance(root, ArtifactCache) else root) if root is not None else None
+        measured = executor.completed([
+            ExecutorJob(f"latency {job.id} round {rnd}", measure_entry,
+                        (*remote, job.id, rnd, profile, protocols[job.role == CANARY], root))
+            for job, rnd in pending])
+    made = 0
+    try:
+        for _, row in measured:
             if fresh:
                 atomic_write_bytes(rows_path, b"")  # drop the meta row of an attempt that measured nothing
                 append_jsonl(rows_path, meta)
                 fresh = False
             append_jsonl(rows_path, row)
-        except DeviceDisconnectedError as err:
-            kept = len(done) + k
-            raise DeviceDisconnectedError(f"{err}; the {kept} measurements already made are kept in {rows_path}, "
-                                          "run the build again to resume", err.partial_samples_ms) from None
+            made += 1
+            bar.update()
+    except DeviceDisconnectedError as err:
+        raise DeviceDisconnectedError(f"{err}; the {len(done) + made} measurements already made are kept in "
+                                      f"{rows_path}, run the build again to resume", err.partial_samples_ms) from None
+    finally:
+        bar.close()
 
 
 def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path | str | None = None, *,
                         n_calibration: int = 40, n_validation: int = 30, n_repeat: int = 3, seed: int = 0,
                         rounds: int = 3, canary_every: int = 10, protocol: dict | None = None,
                         cache_dir: Path | str | None = None, progress: bool = True,
-                        force: bool = False) -> LatencyTable:
+                        force: bool = False, executor: Any = None) -> LatencyTable:
     """Measure a space's stem, head and every (slot, option) on a device and calibrate the sum.
 
     Every measurement is appended to ``out_dir/rows.jsonl`` as soon as it is made, so a killed or
@@ -351,6 +412,9 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
         cache_dir: export cache root.
         progress: show a tqdm progress bar.
         force: allow resuming rows measured with another fingerprint, space or protocol.
+        executor: a ``common.executor.Executor`` that runs the measurements (default: here, in order). A
+            ``RayExecutor`` whose tasks request ``device:<profile>`` measures on the node that advertises the
+            device (one measurement at a time when the node advertises one unit); rows land here as they finish.
 
     Returns:
         The :class:`LatencyTable`, also saved as ``out_dir/table.json``.
@@ -359,22 +423,33 @@ def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path
 
     schedule = Schedule(rounds=rounds, canary_every=canary_every)
     space = get_space(space) if isinstance(space, str) else space
-    profile, backend = resolve_profile(device)
-    reason = unreachable_reason(profile)
-    if reason is not None:
-        raise BackendUnavailableError(f"cannot build a latency table for {profile.name!r} here: {reason}")
+    sample = {"seed": seed, "n_calibration": n_calibration, "n_validation": n_validation, "n_repeat": n_repeat}
+    if executor is None:
+        profile, backend = resolve_profile(device)
+        reason = unreachable_reason(profile)
+        if reason is not None:
+            raise BackendUnavailableError(f"cannot build a latency table for {profile.name!r} here: {reason}")
+        fingerprint, input_kind = backend.fingerprint(), backend.input_kind
+    else:  # the device is wherever the executor runs its jobs: ask there
+        from common.executor import Job as ExecutorJob
+
+        profile, backend = get_profile(device), None
+        reason, fingerprint, input_kind = executor.run_one(
+            ExecutorJob(f"latency device {profile.name}", device_facts, (profile,)))
+        if reason is not None:
+            raise BackendUnavailableError(f"cannot build a latency table for {profile.name!r} where the "
+                                          f"{executor.name} executor runs its jobs: {reason}")
     cfg = profile.protocol_config().replace(**(protocol or {}))
     out = Path(out_dir) if out_dir is not None else Path("runs") / "latency" / f"{profile.name}-{space.name}"
     rows_path = out / ROWS_FILE
-    sample = {"seed": seed, "n_calibration": n_calibration, "n_validation": n_validation, "n_repeat": n_repeat}
-    meta = _meta(space, profile, backend.fingerprint(), cfg, sample, schedule)
+    meta = _meta(space, profile, fingerprint, cfg, sample, schedule)
     _check_resume(read_jsonl(rows_path), meta, rows_path, force)
     jobs = interleave(_part_jobs(space), _arch_jobs(space, n_calibration, n_validation, n_repeat, seed))
     canary = _canary_job(space, seed)
-    if backend.input_kind == "onnx":
+    if input_kind == "onnx" and (executor is None or executor.shares_files):
         export_ahead(space, sample, [*jobs, canary], cache_dir, progress=progress)
     entries = schedule_entries(jobs, schedule, canary)
-    _run_jobs(entries, rows_path, profile, backend, cfg, schedule, cache_dir, progress, meta)
+    _run_jobs(entries, rows_path, profile, backend, cfg, schedule, cache_dir, progress, meta, executor, (space, sample))
     table = assemble_table(space, meta, read_jsonl(rows_path), jobs, schedule.normalise, schedule.statistic)
     return replace(table, path=table.save(out))
 

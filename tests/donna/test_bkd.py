@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import torch
 
+from common.executor import Job, get_executor, list_executors
 from donna.bkd import BlockLibrary, run_bkd
-from donna.executor import Job, get_executor, list_executors
 from donna.nsr import score_library
 
 from .conftest import BKD, SCORE, tiny_space

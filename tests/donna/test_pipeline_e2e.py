@@ -200,3 +200,72 @@ def test_labels_do_not_depend_on_the_executor(run, tmp_path):
     assert list(a["key"]) == list(b["key"]) and len(a) == 2
     assert (a["accuracy"] - b["accuracy"]).abs().max() < 1e-6
     assert (a["bkd_accuracy"] - b["bkd_accuracy"]).abs().max() < 1e-6
+
+
+def test_finetune_under_torchrun_writes_once_and_matches_one_process(run, tmp_path):
+    """Two gloo processes on CPU: one copy of every file, rank 0's; accuracy within 5 points of one process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    workdir, _, _ = run
+    run_search(workdir, SearchConfig(target_ms=100.0, settings={"pop_size": 8, "generations": 3}), progress=False)
+    one, two = tmp_path / "one", tmp_path / "two"
+    for copy in (one, two):
+        shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("finetune"))
+    single = run_finetune(one, FinetuneConfig(epochs=2, latency_device="cpu"), progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "donna.cli", "finetune", "--workdir", str(two), "--epochs", "2",
+                           "--latency-device", "cpu"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("finetuned ") == 1  # rank 0 alone prints
+    folders = list((two / "finetune").iterdir())
+    assert [f.name for f in folders] == [single["key"]]
+    files = sorted(p.name for p in folders[0].iterdir())
+    assert files == sorted(p.name for p in (one / "finetune" / single["key"]).iterdir())  # the same set, once
+    assert not list(folders[0].glob("checkpoint-*"))
+    metrics = json.loads((folders[0] / "metrics.json").read_text())
+    assert len(metrics["history"]["val_accuracy"]) == 2 and metrics["onnx_torch_top1_agreement"] == 1.0
+    print(f"torchrun x2 val {metrics['val_accuracy']:.4f}, one process {single['val_accuracy']:.4f}")
+    assert abs(metrics["val_accuracy"] - single["val_accuracy"]) <= 0.05
+    log = (two / "run.log").read_text()
+    assert log.count("donna finetune") == 1  # rank 1 wrote nothing to the run's log
+
+
+def test_a_checkpoint_of_one_process_resumes_under_torchrun(run, tmp_path, monkeypatch):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+
+    import donna.train
+
+    workdir, _, _ = run
+    run_search(workdir, SearchConfig(target_ms=100.0, settings={"pop_size": 8, "generations": 3}), progress=False)
+    copy = tmp_path / "work"
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("finetune"))
+    real_loss, calls = donna.train.distillation_loss, {"n": 0}
+
+    def dies_in_the_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 25:  # 20 steps an epoch: step 5 of epoch 2
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(donna.train, "distillation_loss", dies_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(copy, FinetuneConfig(epochs=2, latency_device="cpu"), progress=False)
+    (checkpoint,) = (copy / "finetune").glob("*/checkpoint-*.pt")
+    first_epoch = torch.load(checkpoint, weights_only=True)["history"]["val_accuracy"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "donna.cli", "finetune", "--workdir", str(copy), "--epochs", "2",
+                           "--latency-device", "cpu"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads(next((copy / "finetune").glob("*/metrics.json")).read_text())
+    assert metrics["history"]["val_accuracy"][:1] == first_epoch  # epoch 1 came from the checkpoint, not again
+    assert len(metrics["history"]["val_accuracy"]) == 2 and not list((copy / "finetune").glob("*/checkpoint-*"))

@@ -18,8 +18,8 @@ import torch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]'): Ray executor tests skip")
 
+from common.executor import Job, RayExecutor, get_executor  # noqa: E402
 from donna.bkd import run_bkd  # noqa: E402
-from donna.executor import Job, RayExecutor, get_executor  # noqa: E402
 from donna.labels import LabelConfig, make_labels  # noqa: E402
 from donna.nsr import score_library  # noqa: E402
 
@@ -196,3 +196,32 @@ def test_a_driver_killed_mid_stage_resumes_to_the_uninterrupted_library(local_ra
         a, b = resumed.slot_module(s).state_dict(), whole.slot_module(s).state_dict()
         assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
     assert not list((killed / "library").glob("*.ckpt.pt"))
+
+
+def _mini_space():
+    """mbconv-tiny with 2 options per slot: a latency table in seconds."""
+    from blocks import get_space
+    from blocks.spaces import SlotSpace
+
+    space = get_space("mbconv-tiny")
+    narrow = {"kernel": (3, 5), "expansion": (2,), "depth": (1,), "se": (0.0,), "act": ("relu",)}
+    slots = tuple(SlotSpace(s.stride, s.out_channels, {**s.choices, **narrow}) for s in space.slots)
+    return dataclasses.replace(space, name="mini-ray", slots=slots)
+
+
+def test_a_latency_table_measures_only_on_the_node_that_advertises_the_device(two_nodes, tmp_path):
+    from common.fileio import read_jsonl
+    from latency import build_latency_table
+    from latency.cli import table_executor
+
+    executor = table_executor("ray", "cpu", "auto")
+    fast = {"min_time_s": 0.02, "max_time_s": 0.2, "target_ci": 0.05, "warmup_max_s": 0.1}
+    table = build_latency_table(_mini_space(), "cpu", tmp_path / "table", protocol=fast, progress=False,
+                                n_calibration=3, n_validation=2, n_repeat=1, executor=executor)
+    rows = [r for r in read_jsonl(tmp_path / "table" / "rows.jsonl") if r["job"] != "meta"]
+    assert {r["ray_node"] for r in rows} == {two_nodes}  # every measurement ran on the device's node
+    jobs = {r["job"] for r in rows if r["job"] != "canary"}
+    assert len(rows) - sum(r["job"] == "canary" for r in rows) == 3 * len(jobs)  # every job, every round, once
+    assert table.validation["n"] == 2 and table.calibration.n == 3
+    with pytest.raises(RuntimeError, match=r"no node of the Ray cluster advertises device:v100: start .*ray start"):
+        table_executor("ray", "v100", "auto").connect()

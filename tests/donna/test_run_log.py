@@ -12,9 +12,9 @@ import time
 import pytest
 from tiny_space import TINY  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
+from common.executor import Job, bar_position, get_executor
 from common.log import run_logging
 from donna.cli import main
-from donna.executor import Job, bar_position, get_executor
 from donna.runfolder import RunFolder
 from donna.stages import StageClock, eta_seconds, eta_text
 from latency.table import error_metrics

@@ -165,3 +165,18 @@ def test_exports_run_ahead_in_child_processes(mini_space, tmp_path):
     blocked.write_text("not a folder")
     with pytest.raises(Exception, match="exporting the latency table's models failed"):
         export_ahead(mini_space, sample, jobs, blocked, workers=2, progress=False)
+
+
+def test_a_build_through_an_executor_measures_every_job_as_the_local_loop_does(mini_space, tmp_path):
+    from common.executor import InProcessExecutor
+
+    fast = {"min_time_s": 0.02, "max_time_s": 0.2, "target_ci": 0.05, "warmup_max_s": 0.1}
+    sample = {"n_calibration": 3, "n_validation": 2, "n_repeat": 1}
+    build_latency_table(mini_space, "cpu", tmp_path / "here", protocol=fast, progress=False, **sample)
+    table = build_latency_table(mini_space, "cpu", tmp_path / "jobs", protocol=fast, progress=False,
+                                executor=InProcessExecutor(), **sample)
+    here, jobs = ([(r["job"], r.get("round")) for r in read_jsonl(tmp_path / name / "rows.jsonl")]
+                  for name in ("here", "jobs"))
+    assert jobs == here  # the same measurements in the same order
+    rows = read_jsonl(tmp_path / "jobs" / "rows.jsonl")[1:]
+    assert all(r["host"] and r["ray_node"] is None for r in rows) and table.validation["n"] == 2

@@ -9,6 +9,7 @@ processes, and ``ray`` runs them as Ray tasks on a local or remote cluster (the 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -231,16 +232,18 @@ class RayExecutor(Executor):
         num_cpus_per_job: CPUs each task reserves (Ray also sets the task's OMP threads to it).
         max_retries: retries of a task whose worker died (a job that raises is never retried).
         resources: custom resources each task requests, e.g. ``{"device:cpu": 1}``.
+        advertise: custom resources this machine offers when the executor starts a local Ray (``address`` None),
+            e.g. ``{"device:cpu": 1}`` when the device is attached here.
     """
 
     name = "ray"
     shares_files = False
 
     def __init__(self, address: str | None = None, num_cpus_per_job: float = 1, max_retries: int = 2,
-                 resources: dict[str, float] | None = None) -> None:
+                 resources: dict[str, float] | None = None, advertise: dict[str, float] | None = None) -> None:
         self.ray = import_ray()
         self.address, self.num_cpus_per_job, self.max_retries = address, num_cpus_per_job, max_retries
-        self.resources = dict(resources or {})
+        self.resources, self.advertise = dict(resources or {}), dict(advertise or {})
         self.attempts: dict[str, int] = {}  # job name -> attempts, for jobs retried after a worker died
 
     @classmethod
@@ -248,11 +251,23 @@ class RayExecutor(Executor):
         return cls(address=getattr(cfg, "ray_address", None), num_cpus_per_job=getattr(cfg, "threads", None) or 1)
 
     def connect(self) -> Any:
-        """Starts or joins Ray once per process (a running ``ray.init`` is reused); returns the module."""
+        """Starts or joins Ray once per process (a running ``ray.init`` is reused); returns the module.
+
+        Raises:
+            RuntimeError: no node of the cluster advertises a custom resource the tasks request (they would wait
+                forever); the message says how a node advertises it.
+        """
         if not self.ray.is_initialized():
             local = self.address is None
             self.ray.init(address=self.address, include_dashboard=False if local else None,
-                          configure_logging=False, log_to_driver=True)
+                          configure_logging=False, log_to_driver=True,
+                          resources=(self.advertise or None) if local else None)
+        have = self.ray.cluster_resources()
+        lacking = sorted(name for name in self.resources if name not in have and name not in ("CPU", "GPU"))
+        if lacking:
+            wanted = json.dumps({name: 1 for name in lacking})
+            raise RuntimeError(f"no node of the Ray cluster advertises {', '.join(lacking)}: start the node that has "
+                               f"it with `ray start --address HEAD:PORT --resources '{wanted}'`")
         return self.ray
 
     def run_one(self, job: Job) -> Any:
