@@ -87,6 +87,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    from donna.cli_config import run_configs
+    from donna.compress_stage import run_compress
+    from donna.runfolder import RunFolder
+
+    predictor, search, finetune = run_configs(args.tree)
+    table = run_compress(args.workdir, args.model, args.target_fraction, predictor, search, finetune,
+                         progress=_progress(args))
+    print("\n" + RunFolder(args.workdir).compress.compress_md.read_text())
+    return 0 if all(m is not False for m in table["target_met"]) else 1
+
+
 def _search(args: argparse.Namespace) -> int:
     from donna.predictor import predicted_text
     from donna.search_stage import run_search
@@ -172,6 +184,8 @@ STAGES = {  # command: (help, run it, lock, cross-flag check)
     "finetune": ("finetune an architecture from its BKD weights with distillation, export to ONNX, measure and "
                  "report", _finetune, "existing", "check_finetune_args"),
     "run": ("the whole pipeline (build-predictor, search, finetune) on the embedded default", _run, "create", None),
+    "compress": ("hardware-aware compression: faster versions of a trained model (--model) for a device, at shares "
+                 "of its latency (--target-fraction)", _compress, "create", None),
 }
 
 
@@ -203,6 +217,11 @@ def build_parser(trees: dict[str, Any] | None = None) -> argparse.ArgumentParser
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in STAGES:
         _add_stage(sub, name, trees or {})
+    compress = sub.choices["compress"]
+    compress.add_argument("--model", required=True, help="the trained model: a run's teacher.pt, or a finetune "
+                          "folder (finetune/<key>/ with arch.json and model.pt)")
+    compress.add_argument("--target-fraction", type=float, nargs="+", default=[0.5, 0.75],
+                          help="latency targets as shares of the model's measured latency (default: 0.5 0.75)")
     report = sub.add_parser("report", help="one self-contained HTML page (and report.md) of a whole run folder")
     report.add_argument("--workdir", required=True, help="the run folder")
     report.add_argument("--measure-teacher", action="store_true",

@@ -281,8 +281,10 @@ COMMANDS = {
     "search": Command(("seed", "latency_device", "plugins"), ("search",), "search"),
     "finetune": Command(("seed", "train_device", "latency_device", "plugins"), ("finetune",), "finetune"),
     "run": Command(("seed", "train_device", "latency_device", "space", "plugins", "ray_address"), SECTIONS),
+    "compress": Command(("seed", "train_device", "latency_device", "plugins", "ray_address"), SECTIONS),
 }
-COMMAND_DEFAULTS = {"run": {"search.target_ms": None}}  # donna run: None computes a target the space can meet
+# donna run: None computes a target the space can meet; donna compress: targets are shares of the model's latency
+COMMAND_DEFAULTS = {"run": {"search.target_ms": None}, "compress": {"search.target_ms": None}}
 SEARCHER_FLAGS = {"--pop-size": ("pop_size", int_at_least(2)), "--generations": ("generations", int_at_least(1))}
 # flags of earlier versions, kept as aliases: (flag, tree path, help)
 LABEL_EPOCHS = ("--label-epochs", "labels.epochs", "alias of --labels-epochs")
@@ -291,6 +293,8 @@ ALIASES = {
                         LABEL_EPOCHS],
     "finetune": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)")],
     "run": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)"), LABEL_EPOCHS],
+    "compress": [("--device", "train_device", "alias of --train-device (the torch device, not a profile)"),
+                 LABEL_EPOCHS],
     "search": [("--device", "latency_device", "alias of --latency-device: the latency device profile searched for "
                 "(`latency devices`), not a torch device"),
                ("--force-table", "search.force", "alias of --force")],

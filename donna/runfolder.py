@@ -84,6 +84,11 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("latency/*/table.json", "latency table of one device"),
     ("latency/*/rows.jsonl", "measured rows of a latency table (resumable build)"),
     ("latency/*/measured.csv", "candidates measured whole on one device, by arch key"),
+    ("compress/model.pt", "donna compress: the model it was given, as a teacher checkpoint"),
+    ("compress/space.json", "donna compress: the space of the model's cheaper versions"),
+    ("compress/compress.csv", "donna compress: the model and each compressed version side by side"),
+    ("compress/compress.md", "donna compress: the same as a table to read"),
+    ("latency/*/measured_fresh.csv", "chosen candidates measured again in a fresh process (the search's confirmation)"),
     ("latency/*/teacher_latency.json", "the teacher measured on one device (for the report's speed-up)"),
     ("latency/*/exports/*/*", "cached exports of candidates measured whole"),
     ("search/*/pareto.csv", "the front of one search"),
@@ -123,6 +128,33 @@ class LatencyFolder:
     def teacher_latency_json(self) -> Path:
         """The teacher measured on the device (``donna report --measure-teacher``)."""
         return self.root / "teacher_latency.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressFolder:
+    """``compress/``: what ``donna compress`` adds to its run folder (``donna.compress_stage``)."""
+
+    root: Path
+
+    @property
+    def model_pt(self) -> Path:
+        """The model to compress, as a teacher checkpoint (the run's ``--teacher``)."""
+        return self.root / "model.pt"
+
+    @property
+    def space_json(self) -> Path:
+        """The space of the model's cheaper versions (the run's ``--space``)."""
+        return self.root / "space.json"
+
+    @property
+    def compress_csv(self) -> Path:
+        """The model and each compressed version side by side."""
+        return self.root / "compress.csv"
+
+    @property
+    def compress_md(self) -> Path:
+        """The same, as a table to read."""
+        return self.root / "compress.md"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,6 +389,11 @@ class RunFolder:
         return self.study / "report.json"
 
     # --- latency, search, finetune ------------------------------------------------------------
+
+    @property
+    def compress(self) -> CompressFolder:
+        """``compress/``: ``donna compress``'s model, space and side-by-side table."""
+        return CompressFolder(self.root / "compress")
 
     def latency(self, device: str) -> LatencyFolder:
         """``latency/<device>/``: the device's table and measurements."""

@@ -269,3 +269,36 @@ def test_a_checkpoint_of_one_process_resumes_under_torchrun(run, tmp_path, monke
     metrics = json.loads(next((copy / "finetune").glob("*/metrics.json")).read_text())
     assert metrics["history"]["val_accuracy"][:1] == first_epoch  # epoch 1 came from the checkpoint, not again
     assert len(metrics["history"]["val_accuracy"]) == 2 and not list((copy / "finetune").glob("*/checkpoint-*"))
+
+
+def test_compress_distils_the_model_into_its_own_cheaper_space_and_reports_side_by_side(run, tmp_path):
+    import pandas as pd
+
+    from blocks import Arch
+    from blocks.compress import compression_space
+    from donna.compress_stage import run_compress
+
+    workdir, _, cfg = run
+    teacher = workdir / "teacher.pt"
+    arch = Arch.from_dict(__import__("torch").load(teacher, weights_only=True)["arch"])
+    space = compression_space(arch)
+    assert space.reference().blocks == arch.blocks
+    work = tmp_path / "compress"
+    build_latency_table(space, "cpu", work / "latency" / "cpu", n_calibration=4, n_validation=4, n_repeat=1,
+                        protocol=QUICK_PROTOCOL, progress=False, cache_dir=tmp_path / "exports")
+    table = run_compress(work, teacher, [0.9], cfg, SearchConfig(target_ms=None, settings={"pop_size": 8,
+                                                                                         "generations": 3}),
+                         FinetuneConfig(epochs=1, latency_device="cpu"), progress=False)
+    assert table["model"].tolist() == ["original", "90% of the model's latency"]
+    original, small = table.iloc[0], table.iloc[1]
+    assert original["key"] == arch.key and small["key"] != arch.key and small["macs"] < original["macs"]
+    assert small["target_ms"] == pytest.approx(0.9 * original["measured_ms"], abs=1e-4)
+    front = pd.read_csv(work / "search" / "compress-90" / "pareto.csv")
+    assert front.loc[front["key"] == small["key"], "selection_ms"].iloc[0] <= small["target_ms"]
+    assert (work / "compress" / "compress.md").read_text().count("`") >= 4
+    assert json.loads((work / "teacher.json").read_text())["source"].endswith("model.pt")  # the model taught
+    assert len(list((work / "library").glob("slot*.pt"))) == space.num_slots
+    from donna.runfolder import RunFolder
+
+    files = [p for p in work.rglob("*") if p.is_file()]
+    assert [str(p.relative_to(work)) for p in files if RunFolder(work).entry(p) is None] == []
