@@ -37,21 +37,20 @@ def rank_quality(truth: np.ndarray, score: np.ndarray) -> dict[str, float]:
     return {"kendall_tau": kendall(truth, score), "spearman": float(stats.spearmanr(truth, score).statistic)}
 
 
-def clip_accuracy(values: np.ndarray) -> np.ndarray:
-    """Predicted accuracy clipped to [0, 1]: what a linear predictor can say of an accuracy."""
-    return np.clip(values, 0.0, 1.0)
-
-
 PREDICTS = "the labels' accuracy: val accuracy after the shortened finetune recipe (labels.epochs)"
 
 
 def predicted_text(value: float | None, digits: int = 4) -> str:
-    """A predicted accuracy as text, saying when it was clipped (the network lies beyond the labels' range, where
-    the linear fit says only "at least this")."""
+    """A predicted accuracy as text. The linear fit extrapolates beyond the labels' range (above 1 for networks
+    much closer to the teacher than any label): such a value still ranks networks, and says so, but is not an
+    accuracy, so it shows as the bound it passed with the raw value."""
     if value is None or not np.isfinite(value):
         return "n/a"
-    text = f"{value:.{digits}f}"
-    return f"{text} (clipped: beyond the labels' range)" if value >= 1.0 or value <= 0.0 else text
+    if value > 1.0:
+        return f"1.00+ (extrapolated {value:.{digits}f}: ranks, not an accuracy)"
+    if value < 0.0:
+        return f"0.00- (extrapolated {value:.{digits}f}: ranks, not an accuracy)"
+    return f"{value:.{digits}f}"
 
 
 @dataclass
@@ -82,8 +81,11 @@ class AccuracyPredictor:
     def genome_predictor(self, nsr_table: pd.DataFrame, space: SearchSpace):
         """A vectorised ``fn(G) -> accuracy`` over integer genomes (thousands per millisecond).
 
-        The linear fit can leave [0, 1] far from its labels; predictions are clipped there (``clip_accuracy``),
-        a non-decreasing map that keeps the ranking.
+        Predictions are the linear fit's, not clipped: beyond the labels' range (above 1 for networks much
+        closer to the teacher than any label) they still rank networks, which is all the search needs from
+        them; clipping to [0, 1] made every network past the bound a tie that the search broke towards the
+        fastest, so a looser latency target could not buy a network the predictor ranks higher. Reports show
+        such values as ``1.00+`` with the raw value (``predicted_text``).
         """
         if set(self.features) - set(nsr_columns(space.num_slots)):
             raise ValueError("genome prediction needs a predictor fitted on NSR features only")
@@ -95,7 +97,7 @@ class AccuracyPredictor:
             for i, (table, shape) in enumerate(zip(contrib, dims)):
                 genes = genomes[:, i * len(shape):(i + 1) * len(shape)]
                 total += table[np.ravel_multi_index(genes.T, shape)]
-            return clip_accuracy(total)
+            return total
 
         return predict
 

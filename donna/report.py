@@ -271,8 +271,9 @@ def front_section(run: Run) -> Section:
     ax.legend(**LEGEND_OUTSIDE)
     blocks: list[str | Table | Image] = [
         _front_table(run),
-        f"The predictor predicts {PREDICTS}, clipped to [0, 1]: a clipped value says only that the network lies "
-        "beyond the labels' range. The finetuned model's accuracy is in the table above.",
+        f"The predictor predicts {PREDICTS}. Beyond the labels' range its linear fit passes 1 (shown as 1.00+ "
+        "with the raw value): there it still ranks networks, and the search uses it so, but it is not an accuracy. "
+        "The finetuned model's accuracy is in the table above.",
         Image("pareto", "every searcher's whole front", _png(fig))]
     if run.target_ms and _zoom(run) is not None:
         fig, ax = _figure(9.0, 5.2)

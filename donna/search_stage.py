@@ -18,7 +18,7 @@ import pandas as pd
 from blocks import Arch, SearchSpace
 from common.log import FILE_ONLY
 from donna.config import SearchConfig
-from donna.predictor import AccuracyPredictor, clip_accuracy
+from donna.predictor import AccuracyPredictor
 from donna.runfolder import RunFolder, fingerprint, save_config
 from latency import LatencyError, LatencyEstimator, LatencyTable, MeasuredLatency, build_latency_table
 from latency.cache import file_sha256
@@ -224,8 +224,7 @@ def additive_forms(cfg: SearchConfig, space: SearchSpace, predictor: AccuracyPre
         codes.append(G[:, list(genes[-1])])
     ms = [[table.calibrated_block_ms(i, o) for o in space.options(i)] for i in range(space.num_slots)]
     fixed = table.calibrated_fixed_ms
-    return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept,
-                     transform=clip_accuracy),
+    return (Additive(slot_tables_from_lookup(genes, codes, predictor.nsr_lookup(nsr, space)), predictor.intercept),
             Additive(slot_tables_from_lookup(genes, codes, ms), fixed))
 
 

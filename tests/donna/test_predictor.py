@@ -77,22 +77,24 @@ def test_incomplete_nsr_table_is_refused():
         predictor.genome_predictor(table, space)
 
 
-def test_genome_predictions_are_clipped_to_accuracies():
+def test_genome_predictions_beyond_the_labels_range_still_rank():
     space = get_space("mbconv-tiny")
     table = _fake_nsr_table(space)
     genomes = np.stack([space.encode(a) for a in space.sample_many(50, seed=0)])
-    for intercept, bound in ((5.0, 1.0), (-5.0, 0.0)):
-        predictor = AccuracyPredictor(features=nsr_columns(5), coef=[-0.1] * 5, intercept=intercept, alpha=1.0)
-        assert np.all(predictor.genome_predictor(table, space)(genomes) == bound)
     middle = AccuracyPredictor(features=nsr_columns(5), coef=[-0.1] * 5, intercept=0.5, alpha=1.0)
     values = middle.genome_predictor(table, space)(genomes)
-    assert np.all((values > 0) & (values < 1)) and len(np.unique(values)) > 1
+    for intercept in (5.0, -5.0):  # far above 1 and below 0: no plateau, the same order as inside [0, 1]
+        shifted = AccuracyPredictor(features=nsr_columns(5), coef=[-0.1] * 5, intercept=intercept, alpha=1.0)
+        out = shifted.genome_predictor(table, space)(genomes)
+        assert np.all(out > 1) if intercept > 0 else np.all(out < 0)
+        np.testing.assert_allclose(out - intercept, values - 0.5)
+    assert len(np.unique(values)) > 1
 
 
-def test_a_clipped_prediction_says_so():
-    from donna.predictor import clip_accuracy, predicted_text
+def test_a_prediction_beyond_the_labels_range_says_so():
+    from donna.predictor import predicted_text
 
-    clipped = clip_accuracy(np.array([1.07, 0.93, -0.2]))
-    assert [predicted_text(v) for v in clipped] == [
-        "1.0000 (clipped: beyond the labels' range)", "0.9300", "0.0000 (clipped: beyond the labels' range)"]
+    assert [predicted_text(v) for v in (1.07, 0.93, -0.2)] == [
+        "1.00+ (extrapolated 1.0700: ranks, not an accuracy)", "0.9300",
+        "0.00- (extrapolated -0.2000: ranks, not an accuracy)"]
     assert predicted_text(None) == predicted_text(float("nan")) == "n/a"
