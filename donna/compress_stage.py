@@ -100,7 +100,7 @@ def run_compress(workdir: str | Path, model: str | Path, fractions: list[float],
     rows: list[dict[str, Any]] = [{
         "model": "original", "key": arch.key, "target_ms": None, "measured_ms": original["median_ms"],
         "test_accuracy": evaluate(teacher, data.test), "val_accuracy": evaluate(teacher, data.val),
-        "params": params, "macs": macs, "onnx": str(onnx_path), "target_met": None}]
+        "params": params, "macs": macs, "onnx": str(onnx_path), "target_met": None, "next_passing": None}]
     for fraction, target in zip(fractions, targets):
         name = f"compress-{round(fraction * 100)}"
         run_search(workdir, replace(search_cfg, target_ms=target, name=name), progress=progress)
@@ -109,7 +109,8 @@ def run_compress(workdir: str | Path, model: str | Path, fractions: list[float],
         rows.append({"model": f"{fraction:.0%} of the model's latency", "key": m["key"], "target_ms": target,
                      "measured_ms": m.get("measured_ms"), "test_accuracy": m["test_accuracy"],
                      "val_accuracy": m["val_accuracy"], "params": m["params"], "macs": m["macs"],
-                     "onnx": str(Path(m["out"]) / "model.onnx"), "target_met": m.get("target_met")})
+                     "onnx": str(Path(m["out"]) / "model.onnx"), "target_met": m.get("target_met"),
+                     "next_passing": m.get("next_passing")})
     table = pd.DataFrame(rows)
     atomic_write_text(folder.compress_csv, table.to_csv(index=False))
     atomic_write_text(folder.compress_md, render(table, device))
@@ -128,6 +129,8 @@ def render(table: pd.DataFrame, device: str) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in table.iterrows():
         verdict = {True: "PASS", False: "FAIL"}.get(r["target_met"], "")
+        if verdict == "FAIL" and isinstance(r.get("next_passing"), str):
+            verdict += f" (next member that meets it: `{r['next_passing']}`, `donna finetune --arch KEY`)"
         target = "" if pd.isna(r["target_ms"]) else f"{r['target_ms']:.4f}"
         measured = "n/a" if pd.isna(r["measured_ms"]) else f"{r['measured_ms']:.4f}"
         lines.append(f"| {r['model']} | `{r['key']}` | {target} | {measured} | "
