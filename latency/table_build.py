@@ -175,6 +175,11 @@ def _all_jobs(space: Any, sample: dict) -> list[Job]:
                                             sample["seed"]), _canary_job(space, sample["seed"])]
 
 
+def _cache_root(cache_dir: Any) -> str | None:
+    """An export cache as a plain path for another process (None: that machine's default cache)."""
+    return None if cache_dir is None else str(cache_dir.root if isinstance(cache_dir, ArtifactCache) else cache_dir)
+
+
 def _export_share(space: Any, sample: dict, ids: list[str], cache_dir, report: Callable[[], None]) -> None:
     """Rebuilds the build's jobs (their builders are closures, not picklable) and exports ``ids``."""
     wanted = set(ids)
@@ -197,9 +202,7 @@ def export_ahead(space: Any, sample: dict, jobs: list[Job], cache_dir, workers: 
     Raises:
         BadModelError: an export failed (the child's last error line).
     """
-    import pickle
     import subprocess
-    import sys
     import tempfile
 
     from tqdm import tqdm
@@ -218,7 +221,7 @@ def export_ahead(space: Any, sample: dict, jobs: list[Job], cache_dir, workers: 
         if workers < 2:
             _export_share(space, sample, [job.id for job in missing], cache_dir, lambda: bar.update())
             return len(missing)
-        root = None if cache_dir is None else str(cache_dir.root if isinstance(cache_dir, ArtifactCache) else cache_dir)
+        root = _cache_root(cache_dir)
         children = []
         with contextlib.ExitStack() as stack:
             for k in range(workers):
@@ -250,9 +253,6 @@ def _stop(child: Any) -> None:
 
 def _export_child() -> None:
     """``python -m latency.table_build``: exports the share pickled on stdin, one line per export."""
-    import pickle
-    import sys
-
     import torch
 
     torch.set_num_threads(1)
@@ -309,20 +309,19 @@ def _measure_job(job: Job, rnd: int, profile: Profile, backend, cfg: ProtocolCon
 _BUILDS: dict[str, tuple[dict[str, Job], dict[str, Any]]] = {}  # per process: a build's jobs and backends
 
 
-def measure_entry(space: Any, sample: dict, job_id: str, rnd: int, profile: Profile, cfg: ProtocolConfig,
-                  cache_dir: str | None) -> dict:
+def measure_entry(space: Any, sample: dict, build: str, job_id: str, rnd: int, profile: Profile,
+                  cfg: ProtocolConfig, cache_dir: str | None) -> dict:
     """Job: one ``(job, round)`` of a table build, measured on this machine's ``profile`` device, as its row.
 
     Plain arguments, so any executor can run it: on Ray, a task requesting ``device:<profile>`` runs on the
     node that advertises the device. The build's jobs are rebuilt here once per process (their builders are
-    closures) and the backend is kept between measurements, as in the local loop. ``cache_dir`` None: this
-    machine's export cache.
+    closures) and the backend is kept between measurements, as in the local loop; ``build`` names the build
+    (the driver computes it once). ``cache_dir`` None: this machine's export cache.
     """
-    key = artifact_key(space=pickle.dumps(space).hex(), sample=sample, device=profile.name)
-    if key not in _BUILDS:
+    if build not in _BUILDS:
         _BUILDS.clear()
-        _BUILDS[key] = ({job.id: job for job in _all_jobs(space, sample)}, {})
-    jobs, backends = _BUILDS[key]
+        _BUILDS[build] = ({job.id: job for job in _all_jobs(space, sample)}, {})
+    jobs, backends = _BUILDS[build]
     if profile.name not in backends:
         backends[profile.name] = resolve_profile(profile)[1]
     return _measure_job(jobs[job_id], rnd, profile, backends[profile.name], cfg, cache_dir)
@@ -362,11 +361,11 @@ def _run_jobs(entries: list[tuple[Job, int]], rows_path: Path, profile: Profile,
     else:
         from common.executor import Job as ExecutorJob
 
-        root = cache_dir if executor.shares_files else None  # elsewhere, the device host's own cache
-        root = str(root.root if isinstance(root, ArtifactCache) else root) if root is not None else None
+        build = artifact_key(space=space_signature(remote[0]), sample=remote[1], device=profile.name)
+        root = _cache_root(cache_dir) if executor.shares_files else None  # elsewhere, the device host's own cache
         measured = executor.completed([
             ExecutorJob(f"latency {job.id} round {rnd}", measure_entry,
-                        (*remote, job.id, rnd, profile, protocols[job.role == CANARY], root))
+                        (*remote, build, job.id, rnd, profile, protocols[job.role == CANARY], root))
             for job, rnd in pending])
     made = 0
     try:
