@@ -24,7 +24,7 @@ from blocks.compress import compression_space_dict
 from common.fileio import atomic_save, atomic_write_text
 from donna.config import FinetuneConfig, SearchConfig
 from donna.predictor_stage import PredictorRunConfig
-from donna.runfolder import RunFolder
+from donna.runfolder import RunFolder, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,10 @@ def run_compress(workdir: str | Path, model: str | Path, fractions: list[float],
     atomic_write_text(space_file, json.dumps({f"compress-{arch.key}": compression_space_dict(arch)}, indent=1))
     device = search_cfg.latency_device
     onnx_path = export_onnx(arch, cache_dir=RunFolder(workdir).exports)
-    original = measure_in_fresh_process(onnx_path, device)
+    original = read_json(folder.original_json)  # a resumed call keeps the targets (and searches) of the first
+    if original is None or original.get("device") != device or original.get("key") != arch.key:
+        original = {**measure_in_fresh_process(onnx_path, device), "device": device, "key": arch.key}
+        write_json(folder.original_json, original)
     targets = [round(f * original["median_ms"], 4) for f in fractions]
     print(f"model {arch.key}: {original['median_ms']:.4f} ms on {device}; targets "
           + ", ".join(f"{t:g} ms ({f:.0%})" for f, t in zip(fractions, targets)))

@@ -86,6 +86,7 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("latency/*/measured.csv", "candidates measured whole on one device, by arch key"),
     ("compress/model.pt", "donna compress: the model it was given, as a teacher checkpoint"),
     ("compress/space.json", "donna compress: the space of the model's cheaper versions"),
+    ("compress/original.json", "donna compress: the model's latency as first measured (the targets' base)"),
     ("compress/compress.csv", "donna compress: the model and each compressed version side by side"),
     ("compress/compress.md", "donna compress: the same as a table to read"),
     ("latency/*/measured_fresh.csv", "chosen candidates measured again in a fresh process (the search's confirmation)"),
@@ -145,6 +146,11 @@ class CompressFolder:
     def space_json(self) -> Path:
         """The space of the model's cheaper versions (the run's ``--space``)."""
         return self.root / "space.json"
+
+    @property
+    def original_json(self) -> Path:
+        """The model's latency as first measured (the targets' base, kept so a resumed call keeps its targets)."""
+        return self.root / "original.json"
 
     @property
     def compress_csv(self) -> Path:
