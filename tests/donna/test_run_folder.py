@@ -70,7 +70,7 @@ def test_every_file_of_the_run_has_its_place_in_the_layout(finished):
     never = {"study/heldout-*of*.csv", "study/report.json", "teacher.ckpt-*.pt", "library/slot*.ckpt.pt",
              "finetune/*/checkpoint-*.pt", "search/*/state/*/*", ".lock", "latency/*/exports/*/*",
              "latency/*/measured.csv", "compress/model.pt", "compress/space.json", "compress/original.json",
-             "compress/compress.csv", "compress/compress.md"}  # resume points, a benchmark's files, the lock, compress's
+             "compress/compress.csv", "compress/compress.md"}  # resume points, benchmark files, the lock, compress
     assert {pattern for pattern, _ in LAYOUT} - never <= used  # the layout names nothing a run does not make
 
 
