@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -236,6 +236,83 @@ class SearchSpace:
             except ValueError as err:
                 raise ValueError(f"space {name!r} slot {i}: {err}") from None
         return space
+
+
+@dataclass(frozen=True)
+class OptionSubset(SearchSpace):
+    """A space whose slots offer only some of their options, in a given order (``restrict``): what ``donna
+    extend`` distils and scores when it trains only the options a space gained. Shapes, stem and head are the
+    space's; sampling and genomes are not defined on it."""
+
+    only: tuple[tuple[str, ...] | None, ...] = ()  # per slot, the option strings kept (None: every option)
+
+    def options(self, i: int) -> list[BlockSpec]:
+        """Slot ``i``'s kept options, in the order ``only`` lists them."""
+        every = super().options(i)
+        keep = self.only[i] if i < len(self.only) else None
+        if keep is None:
+            return every
+        by_name = {str(o): o for o in every}
+        missing = [name for name in keep if name not in by_name]
+        if missing:
+            raise ValueError(f"slot {i}: option {missing[0]} is not in space {self.name!r}")
+        return [by_name[name] for name in keep]
+
+
+def restrict(space: SearchSpace, only: dict[int, list[str]]) -> OptionSubset:
+    """``space`` with slot ``i`` offering only the options ``only[i]`` (slots not named keep every option)."""
+    base = {f.name: getattr(space, f.name) for f in fields(SearchSpace)}
+    return OptionSubset(**base, only=tuple(tuple(only[i]) if i in only else None for i in range(space.num_slots)))
+
+
+def twin_option(base: SearchSpace, slot: int, spec: BlockSpec) -> BlockSpec:
+    """The option of ``base``'s slot nearest to ``spec`` (an option of a space that extends ``base``): every knob
+    value the slot does not offer becomes the nearest one it does (numbers; the smaller on a tie) or its reference
+    value (the last of a knob of ``KNOBS``, the first of an optional knob), as ``SearchSpace.reference`` picks.
+    ``donna extend`` trains these twins beside the new options as controls of the extra training."""
+    choices, knobs = base.slots[slot].choices, {}
+    for knob in base.knobs:
+        value, allowed = getattr(spec, knob), base.slots[slot].choices[knob]
+        numeric = isinstance(value, (int, float)) and all(isinstance(a, (int, float)) for a in allowed)
+        if value in allowed:
+            knobs[knob] = value
+        elif numeric:
+            knobs[knob] = min(allowed, key=lambda a: (abs(a - value), a))
+        else:
+            knobs[knob] = choices[knob][0 if knob in OPTIONAL_KNOBS else -1]
+    return base.slots[slot].block(**knobs)
+
+
+def added_options(base: SearchSpace, new: SearchSpace) -> list[list[BlockSpec]]:
+    """Per slot, the options ``new`` offers that ``base`` does not, in ``new``'s order.
+
+    Raises:
+        ValueError: ``new`` does not contain ``base`` (naming what differs and the fix): another input, stem,
+            head, slot count, stride or width, or a slot that lost an option.
+    """
+    where = f"space {new.name!r} does not extend {base.name!r}"
+    for name in ("input_size", "in_channels", "stem", "head"):
+        if getattr(base, name) != getattr(new, name):
+            raise ValueError(f"{where}: its {name} is {getattr(new, name)!r}, the run's is {getattr(base, name)!r}; "
+                             "an extension keeps the input, stem and head and only adds options")
+    if new.num_slots != base.num_slots:
+        raise ValueError(f"{where}: {new.num_slots} slots against {base.num_slots}; an extension keeps the slots")
+    added = []
+    for i, (a, b) in enumerate(zip(base.slots, new.slots)):
+        if (a.stride, a.out_channels) != (b.stride, b.out_channels):
+            raise ValueError(f"{where}: slot {i} has stride {b.stride} and {b.out_channels} channels, the run's "
+                             f"{a.stride} and {a.out_channels}; an extension keeps every slot's shapes")
+        old = {str(o) for o in base.options(i)}
+        new_options = new.options(i)
+        lost = old - {str(o) for o in new_options}
+        if lost:
+            raise ValueError(f"{where}: slot {i} no longer offers {sorted(lost)[0]}; keep every choice of the run's "
+                             "space and add values (e.g. a knob's list gains a value)")
+        added.append([o for o in new_options if str(o) not in old])
+    if not any(added):
+        raise ValueError(f"space {new.name!r} adds no option to {base.name!r}; add values to a knob's choices "
+                         "(e.g. \"type\": [\"fir\", \"ir\"])")
+    return added
 
 
 def _check_unused_knobs(choices: dict[str, tuple], where: str) -> None:

@@ -32,7 +32,7 @@ from common.executor import Job, bar_position, executor_for
 from common.fileio import atomic_save
 from donna.config import BKDConfig
 from donna.data import DataSplits, TensorSplit, shifted_copy
-from donna.nested_supernet import OptionBank, SlotSupernet, make_slot_module
+from donna.nested_supernet import ExtendedSlot, OptionBank, SlotSupernet, load_slot_module, make_slot_module, warm_start
 from donna.runfolder import RunFolder, fingerprint, read_json, save_config, write_json
 
 CKPT_FORMAT = "donna-bkd-ckpt-v1"
@@ -114,14 +114,17 @@ class SlotTrainer:
     """
 
     def __init__(self, cfg: BKDConfig, space: SearchSpace, slot: int, run: RunFolder, fp: str,
-                 device: torch.device, teacher_block: torch.nn.Module | None = None) -> None:
+                 device: torch.device, teacher_block: torch.nn.Module | None = None,
+                 warm: dict[str, torch.Tensor] | None = None) -> None:
         self.cfg, self.slot, self.run, self.fp, self.device = cfg, slot, run, fp, device
         self.options = space.options(slot)
         self.module = make_slot_module(cfg.mode, space, slot)
         seeded_init(self.module, torch.Generator().manual_seed(_seed(cfg.seed, "init", slot)))
         if cfg.init not in ("teacher", "random"):
             raise ValueError(f"unknown BKD init {cfg.init!r}; known: teacher, random")
-        self.from_teacher = cfg.init == "teacher" and teacher_block is not None and \
+        # a trained slot to continue from (donna extend) comes first: it holds the teacher's block already trained
+        self.warm_started = warm is not None and warm_start(self.module, warm) > 0
+        self.from_teacher = not self.warm_started and cfg.init == "teacher" and teacher_block is not None and \
             self.module.load_teacher(copy.deepcopy(teacher_block).cpu())
         self.module.to(device).train()
         self.opt = make_optimizer(torch.optim.Adam, self.module.parameters(), lr=cfg.lr,
@@ -197,7 +200,8 @@ class SlotTrainer:
         weights = {"format": LIBRARY_FORMAT, "mode": self.cfg.mode, "slot": self.slot, "fingerprint": self.fp,
                    "state_dict": state}
         manifest = {"format": LIBRARY_FORMAT, "slot": self.slot, "mode": self.cfg.mode, "fingerprint": self.fp,
-                    "init": "teacher" if self.from_teacher else "random", "epochs": self.epoch,
+                    "init": "teacher" if self.from_teacher else "run's slot" if self.warm_started else "random",
+                    "epochs": self.epoch,
                     "train_nsr": self.history, "seconds": round(self.seconds, 3),
                     "options": [str(o) for o in self.options]}
         return {"slot": self.slot, "weights": weights, "manifest": manifest}
@@ -215,13 +219,16 @@ def write_slot(run: RunFolder, trained: dict[str, Any]) -> dict[str, Any]:
 
 def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list[tuple[torch.Tensor, torch.Tensor]],
                       workdir: str, fp: str, progress: bool = True, step_callback: StepCallback | None = None,
-                      teacher_block: torch.nn.Module | None = None) -> dict[str, Any]:
+                      teacher_block: torch.nn.Module | None = None,
+                      warm: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Job: trains one slot from cached teacher features; epoch e uses ``views[e % len(views)]`` (input, target).
 
     Checkpoints go to ``workdir`` as seen by the worker; the trained slot is returned (``SlotTrainer.finish``).
+    ``warm``: another slot module's weights to start from instead of the teacher's block (``warm_start``).
     """
     set_threads(cfg.threads)
-    trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, torch_device(cfg.train_device), teacher_block)
+    trainer = SlotTrainer(cfg, space, slot, RunFolder(workdir), fp, torch_device(cfg.train_device), teacher_block,
+                          warm)
     n, bs = len(views[0][0]), cfg.batch_size
     stop = n - n % bs if n >= bs else n
     steps = math.ceil(stop / bs)
@@ -247,12 +254,14 @@ def train_slot_cached(cfg: BKDConfig, space: SearchSpace, slot: int, views: list
 
 def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits,
                           slots: list[int], workdir: str, fps: list[str], progress: bool = True,
-                          step_callback: StepCallback | None = None) -> list[dict[str, Any]]:
+                          step_callback: StepCallback | None = None,
+                          warm: dict[int, dict[str, torch.Tensor]] | None = None) -> list[dict[str, Any]]:
     """Job: trains ``slots`` together, one teacher forward per batch feeding every slot (large data sets); returns
     every trained slot (``SlotTrainer.finish``)."""
     set_threads(cfg.threads)
     device, run = torch_device(cfg.train_device), RunFolder(workdir)
-    trainers = [SlotTrainer(cfg, space, s, run, fps[s], device, teacher.blocks[s]) for s in slots]
+    trainers = [SlotTrainer(cfg, space, s, run, fps[s], device, teacher.blocks[s], (warm or {}).get(s))
+                for s in slots]
     teacher = teacher.to(device).eval()
     first = min(t.epoch for t in trainers)
     for epoch in tqdm(range(first, cfg.epochs), initial=first, total=cfg.epochs, desc="bkd (streamed)",
@@ -278,7 +287,8 @@ def train_slots_streaming(cfg: BKDConfig, space: SearchSpace, teacher: TeacherPa
 
 def run_bkd(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits, workdir: str | Path,
             progress: bool = True, features: list[torch.Tensor] | None = None,
-            step_callback: StepCallback | None = None) -> BlockLibrary:
+            step_callback: StepCallback | None = None, slots: list[int] | None = None,
+            warm: dict[int, dict[str, Any]] | None = None) -> BlockLibrary:
     """Builds (or completes) the block library of every slot in ``workdir/library``.
 
     Args:
@@ -290,6 +300,9 @@ def run_bkd(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: Dat
         progress: show tqdm progress bars.
         features: precomputed ``compute_features(teacher, data.train, ...)``, reused when given.
         step_callback: called as ``(slot, epoch, step)`` after every step (tests interrupt runs with it).
+        slots: the slots to train (default: every slot; ``donna extend`` trains only those that gained options).
+        warm: per slot, ``{"fingerprint", "state_dict"}`` of a trained slot module to start from instead of the
+            teacher's block (``donna extend``: the run's slot; ``nested_supernet.warm_start``).
 
     Returns:
         The ``BlockLibrary`` of ``workdir``.
@@ -299,12 +312,15 @@ def run_bkd(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: Dat
     """
     run, device = RunFolder(workdir), torch_device(cfg.train_device)
     fps = slot_fingerprints(cfg.fingerprint(), space, teacher, data)
-    pending = [s for s in range(space.num_slots) if not _slot_done(run, s, fps[s])]
+    warm = warm or {}
+    fps = [fingerprint({"slot": fp, "warm": warm[s]["fingerprint"]}) if s in warm else fp for s, fp in enumerate(fps)]
+    wanted = range(space.num_slots) if slots is None else slots
+    pending = [s for s in wanted if not _slot_done(run, s, fps[s])]
     save_config(workdir, "bkd", cfg)
     if pending:
         with torch_threads(None):  # features use every core; each job then sets cfg.threads
             jobs = _jobs(cfg, space, teacher, data, str(workdir), fps, pending, device, progress, features,
-                         step_callback)
+                         step_callback, {s: w["state_dict"] for s, w in warm.items()})
             for _, trained in executor_for(cfg).completed(jobs):
                 for slot in trained if isinstance(trained, list) else [trained]:
                     write_slot(run, slot)
@@ -323,20 +339,21 @@ def _slot_done(run: RunFolder, slot: int, fp: str) -> bool:
 
 def _jobs(cfg: BKDConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits, workdir: str,
           fps: list[str], pending: list[int], device: torch.device, progress: bool,
-          features: list[torch.Tensor] | None, step_callback: StepCallback | None) -> list[Job]:
+          features: list[torch.Tensor] | None, step_callback: StepCallback | None,
+          warm: dict[int, dict[str, torch.Tensor]] | None = None) -> list[Job]:
     mode = cfg.features
     if mode == "auto":
         fits = feature_bytes(teacher, len(data.train)) * (1 + cfg.augment_views) <= cfg.cache_limit_mb * 2**20
         mode = "memory" if features is not None or fits else "stream"
     if mode == "stream":
         return [Job("bkd (streamed)", train_slots_streaming,
-                    (cfg, space, teacher, data, pending, workdir, fps, progress, step_callback))]
+                    (cfg, space, teacher, data, pending, workdir, fps, progress, step_callback, warm))]
     if mode != "memory":
         raise ValueError(f"unknown BKD features mode {cfg.features!r}; known: auto, memory, stream")
     views = [features] if features is not None else view_features(cfg, teacher.to(device), data.train, device, progress)
     return [Job(f"bkd slot {s}", train_slot_cached,
                 (cfg, space, s, [(v[s], v[s + 1]) for v in views], workdir, fps[s], progress, step_callback,
-                 teacher.blocks[s]))
+                 teacher.blocks[s], (warm or {}).get(s)))
             for s in pending]
 
 
@@ -383,7 +400,7 @@ class BlockLibrary:
         root = Path(workdir)
         self.run = RunFolder(root.parent if root.name == "library" and not RunFolder(root).library.is_dir() else root)
         self.space = space
-        self._modules: dict[int, SlotSupernet | OptionBank] = {}
+        self._modules: dict[int, SlotSupernet | OptionBank | ExtendedSlot] = {}
         self._bn: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
 
     def manifest(self, slot: int) -> dict[str, Any] | None:
@@ -395,7 +412,7 @@ class BlockLibrary:
         """Whether the slot's BKD weights are complete."""
         return self.manifest(slot) is not None and self.run.slot_weights(slot).is_file()
 
-    def slot_module(self, slot: int) -> SlotSupernet | OptionBank:
+    def slot_module(self, slot: int) -> SlotSupernet | OptionBank | ExtendedSlot:
         """The slot's trained supernet (or option bank), loaded once, in eval mode on the CPU."""
         if slot not in self._modules:
             manifest = self.manifest(slot)
@@ -406,9 +423,7 @@ class BlockLibrary:
                 raise ValueError(f"slot {slot}: the library in {self.run.library} was built for other options "
                                  f"than space {self.space.name!r} has")
             ckpt = torch.load(self.run.slot_weights(slot), map_location="cpu", weights_only=True)
-            module = make_slot_module(ckpt["mode"], self.space, slot)
-            module.load_state_dict(ckpt["state_dict"])
-            self._modules[slot] = module.eval()
+            self._modules[slot] = load_slot_module(ckpt, self.space, slot, self.run.library).eval()
         return self._modules[slot]
 
     def load(self) -> BlockLibrary:

@@ -99,6 +99,17 @@ def _compress(args: argparse.Namespace) -> int:
     return 0 if all(m is not False for m in table["target_met"]) else 1
 
 
+def _extend(args: argparse.Namespace) -> int:
+    from donna.extend_stage import run_extend
+
+    record = run_extend(args.workdir, args.space, args.labels, progress=_progress(args))
+    folder = Path(args.workdir) / "extend" / record["space"]
+    print("\n" + (folder / "extend.md").read_text())
+    print(f"written: {folder}/ (extend.md, front_before_after.png and .csv; a run folder of the extended space: "
+          f"`donna search --workdir {folder}`)")
+    return 0
+
+
 def _search(args: argparse.Namespace) -> int:
     from donna.predictor import predicted_text
     from donna.search_stage import run_search
@@ -222,6 +233,18 @@ def build_parser(trees: dict[str, Any] | None = None) -> argparse.ArgumentParser
                           "folder (finetune/<key>/ with arch.json and model.pt)")
     compress.add_argument("--target-fraction", type=float, nargs="+", default=[0.5, 0.75],
                           help="latency targets as shares of the model's measured latency (default: 0.5 0.75)")
+    extend = sub.add_parser("extend", help="search-space extension: add options to a run's space, reuse what was "
+                            "distilled, and see per device whether the new options are worth it",
+                            description="Trains and scores only the options NEW.json adds to the run's space, adds a "
+                            "few labels, refits the predictor, extends the latency tables, and compares the exact "
+                            "fronts before and after (WORKDIR/extend/<space>/).")
+    extend.add_argument("--workdir", required=True, help="a run folder with a predictor (donna run or build-predictor)")
+    extend.add_argument("--space", required=True, help="JSON file of the extended space: the run's space with values "
+                        "added to knobs' choices (a block type, a kernel, attention)")
+    extend.add_argument("--labels", type=int_at_least(1), default=10,
+                        help="new labels, architectures that use new options (default: 10)")
+    extend.add_argument("--quiet", action="store_true", help="no progress bars")
+    extend.set_defaults(func=_extend, lock="existing")
     report = sub.add_parser("report", help="one self-contained HTML page (and report.md) of a whole run folder")
     report.add_argument("--workdir", required=True, help="the run folder")
     report.add_argument("--measure-teacher", action="store_true",

@@ -70,7 +70,7 @@ def run_compress(workdir: str | Path, model: str | Path, fractions: list[float],
     Raises:
         ValueError: a bad model or share (each must be in (0, 1)).
     """
-    from donna.finetune_stage import _run_inputs, measure_in_fresh_process, run_finetune
+    from donna.finetune_stage import _run_inputs, measure_in_fresh_processes, run_finetune
     from donna.predictor_stage import build_predictor, summary
     from donna.search_stage import latency_table_for, run_search, run_space
     from donna.train import evaluate
@@ -88,7 +88,8 @@ def run_compress(workdir: str | Path, model: str | Path, fractions: list[float],
     onnx_path = export_onnx(arch, cache_dir=RunFolder(workdir).exports)
     original = read_json(folder.original_json)  # a resumed call keeps the targets (and searches) of the first
     if original is None or original.get("device") != device or original.get("key") != arch.key:
-        original = {**measure_in_fresh_process(onnx_path, device), "device": device, "key": arch.key}
+        original = {**measure_in_fresh_processes(onnx_path, device, finetune_cfg.check_processes), "device": device,
+                    "key": arch.key}
         write_json(folder.original_json, original)
     targets = [round(f * original["median_ms"], 4) for f in fractions]
     print(f"model {arch.key}: {original['median_ms']:.4f} ms on {device}; targets "

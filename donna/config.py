@@ -241,8 +241,12 @@ class SearchConfig(_Section):
     seed: int = _seed()  # seeds the search
     measure_max: int = _meta(24, ge=1)  # front members measured on the device (those near or under the target
     # first)
-    confirm_max: int = _meta(5, ge=0)  # the chosen member is measured again in a fresh process and kept only when
-    # the slower of its two measurements meets the target; at most this many are tried (0: no second measurement)
+    confirm_max: int = _meta(5, ge=0)  # the chosen member is measured again in fresh processes and kept only when
+    # the slowest of its measurements meets the target; at most this many are tried (0: no second measurement)
+    confirm_processes: int = _meta(3, ge=1)  # fresh processes of that confirmation (each one more sample of a shared
+    # machine's state; the slowest process's CI bounds the choice)
+    margin: float = _meta(0.0, ge=0.0, le=0.5)  # the confirmed latency must meet the target less this share (0.05:
+    # 5% under it), for devices whose speed drifts more than the confirmation sees
     table_executor: str = _meta("inprocess", choices=("inprocess", "ray"), result=False)  # where the latency
     # table's measurements run: here, or as Ray tasks requesting device:<latency_device> (the device's host)
     ray_address: str | None = _ray_address()  # the Ray cluster of table_executor=ray (DonnaConfig.ray_address)
@@ -274,6 +278,8 @@ class FinetuneConfig(_Section):
     recal_batches: int = _meta(8, ge=1)  # training batches of that recalibration
     dynamic_batch: bool = _meta(False, result=False)  # model.onnx with a symbolic batch dimension (latency is still
     # measured at batch 1); a finished finetune is re-exported, not retrained
+    check_processes: int = _meta(3, ge=1, result=False)  # fresh processes the exported model is measured in: the
+    # median of their medians is checked against the target, their CIs' span is reported
 
     def train_config(self) -> Any:
         """The training recipe (a ``donna.train.TrainConfig``)."""

@@ -26,7 +26,7 @@ from donna.predictor import PREDICTS, predicted_text
 from donna.runfolder import FinetuneFolder, RunFolder, fingerprint, read_json, save_config, write_json
 from donna.search_stage import run_space
 from donna.train import TrainHistory, evaluate, predict_logits, resumed_epoch, train
-from latency.measure import measure_in_fresh_process
+from latency.measure import measure_in_fresh_process, measure_in_fresh_processes  # noqa: F401 (re-exported)
 
 
 def resolve_run_arch(workdir: Path, ref: str, space: SearchSpace) -> Arch:
@@ -165,7 +165,7 @@ def run_finetune(workdir: str | Path, cfg: FinetuneConfig | None = None, progres
         "teacher_val_accuracy": evaluate(teacher, data.val, device=device),
         "predicted_accuracy": _predicted_accuracy(workdir, arch),
         "predicted_ms": _predicted_ms(workdir, arch, cfg.latency_device),
-        **_measure(onnx_path, cfg.latency_device, unreachable, workdir, out),
+        **_measure(onnx_path, cfg.latency_device, unreachable, workdir, out, cfg.check_processes),
         "latency_device": cfg.latency_device, "params": params, "macs": macs, "train_seconds": seconds,
         "history": asdict(history), **check_onnx_top1(onnx_path, model, data.test), "fingerprint": fp,
         "dynamic_batch": cfg.dynamic_batch, **deploy,
@@ -275,16 +275,19 @@ def next_passing(workdir: Path, key: str, target_ms: float) -> str | None:
     return None if ok.empty else str(ok.loc[ok["predicted_accuracy"].astype(float).idxmax(), "key"])
 
 
-def _measure(onnx_path: Path, device: str, unreachable: str | None, workdir: Path, out: Path) -> dict[str, Any]:
+def _measure(onnx_path: Path, device: str, unreachable: str | None, workdir: Path, out: Path,
+             processes: int = 3) -> dict[str, Any]:
     """The measured latency of the exported model, or why it was not measured and the command that measures it."""
     if unreachable is not None:
         return {"measured_ms": None, "measured_ms_ci": None, "measured_noisy": None, "measured_here": False,
                 "not_measured_why": unreachable,
                 "measure_command": f"cd {workdir} && latency bench "
                                    f"{FinetuneFolder(out).model_onnx.relative_to(workdir)} --device {device}"}
-    measured = measure_in_fresh_process(onnx_path, device)
+    measured = measure_in_fresh_processes(onnx_path, device, processes)
     return {"measured_ms": measured["median_ms"], "measured_ms_ci": [measured["ci_low_ms"], measured["ci_high_ms"]],
-            "measured_noisy": measured["noisy"], "measured_here": True, "measured_in": "fresh process"}
+            "measured_process_ms": measured["process_ms"], "measured_noisy": measured["noisy"],
+            "measured_here": True,
+            "measured_in": "fresh process" if processes == 1 else f"{processes} fresh processes (median of medians)"}
 
 
 def _predicted_accuracy(workdir: Path, arch: Arch) -> float | None:
@@ -336,8 +339,10 @@ def render_report(m: dict[str, Any]) -> str:
         latency = (f"not measured here ({m.get('not_measured_why')}); measure it on the device: "
                    f"`{m.get('measure_command')}`")
     else:
-        ci = m["measured_ms_ci"]
-        latency = (f"{m['measured_ms']:.4f} ms median (95% CI {ci[0]:.4f}-{ci[1]:.4f})"
+        ci, each = m["measured_ms_ci"], m.get("measured_process_ms") or []
+        where = (f" in {len(each)} fresh processes ({', '.join(f'{v:.4f}' for v in each)}; median of medians, CI "
+                 "spanning theirs)" if len(each) > 1 else "")
+        latency = (f"{m['measured_ms']:.4f} ms median (95% CI {ci[0]:.4f}-{ci[1]:.4f}){where}"
                    f"{' NOISY' if m['measured_noisy'] else ''}")
     return "\n".join([
         f"# Finetune report: {m['key']}", "", f"`{m['arch']}`", "",

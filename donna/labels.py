@@ -95,17 +95,25 @@ def label_one(arch: Arch, cfg: LabelConfig, library: BlockLibrary | Path, space:
 def make_labels(cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits,
                 workdir: str | Path, nsr_table: pd.DataFrame, progress: bool = True) -> pd.DataFrame:
     """Labels ``cfg.num_labels`` spread-out architectures into ``workdir/labels.csv`` (resumable)."""
-    workdir = Path(workdir)
-    path = RunFolder(workdir).labels_csv
     fp = fingerprint({"labels": cfg.fingerprint(), "nsr": fingerprint(nsr_table.to_dict("list")),
                       "data": data.describe()})
+    return label_archs(sample_archs(space, nsr_table, cfg), cfg, space, teacher, data, workdir, nsr_table,
+                       RunFolder(workdir).labels_csv, fp, progress)
+
+
+def label_archs(archs: list[Arch], cfg: LabelConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits,
+                workdir: str | Path, nsr_table: pd.DataFrame, path: Path, fp: str,
+                progress: bool = True) -> pd.DataFrame:
+    """Labels ``archs`` with the blocks of the library in ``workdir`` into ``path`` (resumable: labels already in
+    the file are kept; each finished label is written at once, atomically). ``fp`` names the settings; a file
+    made with others is refused."""
+    workdir = Path(workdir)
     done = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     if len(done) and ({"key", "accuracy", "fingerprint"} - set(done.columns)
                       or done[["key", "accuracy", "fingerprint"]].isna().any().any()):
         raise ValueError(f"{path} is damaged (a column or a value is missing); delete it to relabel")
     if len(done) and (done["fingerprint"] != fp).any():
         raise ValueError(f"{path} holds labels made with other settings or another NSR table; delete it to relabel")
-    archs = sample_archs(space, nsr_table, cfg)
     todo = [a for a in archs if a.key not in set(done.get("key", []))]
     train_set, _ = train_subset(data, cfg.train_samples, cfg.seed)
     logits = predict_logits(teacher, train_set, device=torch_device(cfg.train_device)) if todo else None

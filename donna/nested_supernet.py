@@ -12,6 +12,7 @@ keep one independent module each inside the slot's supernet: sampled like the ot
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -307,3 +308,102 @@ def make_slot_module(mode: str, space: SearchSpace, slot: int) -> SlotSupernet |
     if mode not in SLOT_MODULES:
         raise ValueError(f"unknown BKD mode {mode!r}; known modes: {', '.join(SLOT_MODULES)}")
     return SLOT_MODULES[mode](space, slot)
+
+
+EXTENDED = "extended"  # the mode of a slot file ``donna extend`` composed from two trained slot modules
+
+
+class ExtendedSlot(_SlotModule):
+    """A slot of an extended space: the run's trained slot module for the options it had and the module trained
+    by ``donna extend`` for the options it added, each option served by the part that trained it (so an option
+    already distilled keeps its weights exactly). Same interface as ``SlotSupernet`` for extraction.
+
+    Args:
+        space: the extended space.
+        slot: the block slot index.
+        parts: the trained slot modules.
+        serves: per part, the option strings it serves (default: all its options; a part trained with control
+            options, ``donna extend``'s twins, serves only the others). Together they are the slot's options, each
+            served once.
+    """
+
+    def __init__(self, space: SearchSpace, slot: int, parts: list[nn.Module],
+                 serves: list[list[str] | None] | None = None) -> None:
+        super().__init__(space, slot)
+        self.parts = nn.ModuleList(parts)
+        serves = serves or [None] * len(parts)
+        served = [[o for o in part.options if names is None or str(o) in set(names)]
+                  for part, names in zip(parts, serves)]
+        self.owner = {spec: k for k, options in enumerate(served) for spec in options}
+        if sorted(map(str, self.owner)) != sorted(map(str, self.options)) or \
+                sum(map(len, served)) != len(self.options):
+            raise ValueError(f"slot {slot}: the parts' options are not the slot's options, each served once")
+
+    def forward(self, x: torch.Tensor, spec: BlockSpec | None = None) -> torch.Tensor:
+        spec = self._option(spec)
+        return self.parts[self.owner[spec]](x, spec)
+
+    def extract(self, spec: BlockSpec) -> BlockStage:
+        """A static module of option ``spec`` with the weights of the part that trained it (eval mode)."""
+        _check_option(self.options, spec, self.slot)
+        return self.parts[self.owner[spec]].extract(spec)
+
+
+def load_slot_module(ckpt: dict, space: SearchSpace, slot: int, root: Path | None = None) -> nn.Module:
+    """The slot module a library file holds (``library/slotN.pt``), its weights loaded: a BKD mode's module, or,
+    for ``mode == "extended"``, an ``ExtendedSlot`` of the parts the file lists: each part's mode, options, the
+    options it serves (``serves``, default all) and ``file``, a trained slot file (relative to ``root``, the
+    folder of the file read) whose ``fingerprint`` must still be the one recorded.
+
+    Raises:
+        ValueError: a part's file is missing or was trained again since (naming the fix).
+    """
+    from blocks import restrict
+
+    if ckpt["mode"] != EXTENDED:
+        module = make_slot_module(ckpt["mode"], space, slot)
+        module.load_state_dict(ckpt["state_dict"])
+        return module
+    parts = []
+    for part in ckpt["parts"]:
+        path = Path(root or ".") / part["file"]
+        try:
+            trained = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise ValueError(f"slot {slot}: {path}, a part of this extended library, is missing; run `donna "
+                             "extend` again on the run folder it extends") from None
+        if trained.get("fingerprint") != part["fingerprint"]:
+            raise ValueError(f"slot {slot}: {path} was trained again since this extended library was made; run "
+                             "`donna extend` again")
+        module = make_slot_module(part["mode"], restrict(space, {slot: part["options"]}), slot)
+        module.load_state_dict(trained["state_dict"])
+        parts.append(module)
+    return ExtendedSlot(space, slot, parts, [part.get("serves") for part in ckpt["parts"]])
+
+
+@torch.no_grad()
+def warm_start(module: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Fills ``module`` from another slot module's weights (``state``, the run's trained slot): every tensor both
+    name gets their overlap, channels from the first and kernels centred, which are the slices nested options
+    take (an option the run lacks starts from what its neighbours learnt, as Once-for-All's shrinking starts
+    from the trained network). A kernel larger than the run's gets the run's in its centre and zeros around it,
+    so it starts as the smaller kernel. Options that do not nest (``singles``, one module per option index) are
+    left as they are. Returns how many tensors were filled.
+    """
+    own, filled = module.state_dict(), 0
+    for key, target in own.items():
+        source = None if key.startswith("singles.") else state.get(key)  # singles are keyed by option index
+        if source is None or source.ndim != target.ndim or source.ndim == 0 or not target.is_floating_point():
+            continue
+        outer, inner = [], []
+        for d, (a, b) in enumerate(zip(target.shape, source.shape)):
+            m = min(a, b)
+            centred = target.ndim == 4 and d >= 2
+            outer.append(slice((a - m) // 2, (a - m) // 2 + m) if centred else slice(0, m))
+            inner.append(slice((b - m) // 2, (b - m) // 2 + m) if centred else slice(0, m))
+        if target.ndim == 4 and any(a > b for a, b in zip(target.shape[2:], source.shape[2:])):
+            target.zero_()
+        target[tuple(outer)].copy_(source[tuple(inner)])
+        filled += 1
+    module.load_state_dict(own)
+    return filled

@@ -89,7 +89,7 @@ def _scoring_features(cfg: ScoreConfig, teacher: TeacherParts, data: DataSplits,
 
 
 def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, data: DataSplits,
-                  workdir: str | Path, progress: bool = True) -> pd.DataFrame:
+                  workdir: str | Path, progress: bool = True, slots: list[int] | None = None) -> pd.DataFrame:
     """Scores every (slot, option) of the library in ``workdir`` and writes ``nsr.csv`` atomically.
 
     Args:
@@ -99,6 +99,7 @@ def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, d
         data: the data splits (train for recalibration, val for NSR; never test).
         workdir: the run folder.
         progress: show tqdm progress bars.
+        slots: the slots to score (default: every slot; ``donna extend`` scores only the slots it trained).
 
     Returns:
         The NSR table (columns slot, option, nsr, params, macs), also in ``workdir/nsr.csv``.
@@ -108,9 +109,9 @@ def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, d
     """
     run, device = RunFolder(workdir), torch_device(cfg.train_device)
     library = BlockLibrary(workdir, space)
-    fps = [fingerprint({"score": cfg.fingerprint(), "library": _library_fp(library, s)})
-           for s in range(space.num_slots)]
-    pending = [s for s in range(space.num_slots) if (read_json(run.slot_scores(s)) or {}).get("fingerprint") != fps[s]
+    wanted = list(range(space.num_slots)) if slots is None else list(slots)
+    fps = {s: fingerprint({"score": cfg.fingerprint(), "library": _library_fp(library, s)}) for s in wanted}
+    pending = [s for s in wanted if (read_json(run.slot_scores(s)) or {}).get("fingerprint") != fps[s]
                or not _bn_readable(run.slot_bn(s))]  # a deleted or damaged bn_slotN.pt is rebuilt, not skipped
     save_config(workdir, "score", cfg)
     if pending:
@@ -120,7 +121,7 @@ def score_library(cfg: ScoreConfig, space: SearchSpace, teacher: TeacherParts, d
                                                          val[s + 1], progress)) for s in pending]
             for _, scored in executor_for(cfg).completed(jobs):
                 write_slot_scores(run, library, scored, fps[scored["slot"]])
-    rows = [row for s in range(space.num_slots) for row in read_json(run.slot_scores(s))["rows"]]
+    rows = [row for s in wanted for row in read_json(run.slot_scores(s))["rows"]]
     table = pd.DataFrame(rows, columns=COLUMNS)
     with atomic_path(run.nsr_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

@@ -107,6 +107,16 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("finetune/*/report.md", "predicted against achieved"),
     ("finetune/*/checkpoint-*.pt", "per-epoch finetune checkpoint of one recipe (removed when done)"),
 )
+# ``extend/<space>/``: what ``donna extend`` made, itself a run folder of the extended space (``LAYOUT`` applies
+# inside it; ``donna search`` and ``donna finetune`` take it as --workdir), plus these files and ``added/``, the run
+# folder of the options the extension trained (its library, NSR and config).
+EXTEND_LAYOUT: tuple[tuple[str, str], ...] = (
+    ("extend.json", "donna extend: the base run, the options reused and trained per slot, each device's table"),
+    ("extend.md", "donna extend: per device, whether the new options are worth it (the verdict)"),
+    ("new_labels.csv", "donna extend: the labels it added (merged with the run's into labels.csv)"),
+    ("front_before_after.png", "donna extend: each device's front before and after the extension"),
+    ("front_before_after.csv", "donna extend: the same fronts, one row per member"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,6 +171,48 @@ class CompressFolder:
     def compress_md(self) -> Path:
         """The same, as a table to read."""
         return self.root / "compress.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtendFolder:
+    """``extend/<name>/``: a run folder of the extended space (``run``) with ``donna extend``'s own files."""
+
+    root: Path
+
+    @property
+    def run(self) -> RunFolder:
+        """The extension as a run folder: its library reuses the run's weights, its predictor is refitted."""
+        return RunFolder(self.root)
+
+    @property
+    def added(self) -> RunFolder:
+        """``added/``: the run folder of the options the extension trained and scored (and nothing else)."""
+        return RunFolder(self.root / "added")
+
+    @property
+    def extend_json(self) -> Path:
+        """What the extension reused, trained, labelled and measured."""
+        return self.root / "extend.json"
+
+    @property
+    def extend_md(self) -> Path:
+        """The verdict per device."""
+        return self.root / "extend.md"
+
+    @property
+    def new_labels_csv(self) -> Path:
+        """The labels the extension added (resumable; merged with the run's into ``labels.csv``)."""
+        return self.root / "new_labels.csv"
+
+    @property
+    def front_png(self) -> Path:
+        """Each device's front before and after."""
+        return self.root / "front_before_after.png"
+
+    @property
+    def front_csv(self) -> Path:
+        """The fronts, one row per member."""
+        return self.root / "front_before_after.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,6 +448,16 @@ class RunFolder:
 
     # --- latency, search, finetune ------------------------------------------------------------
 
+    def extend(self, name: str) -> ExtendFolder:
+        """``extend/<name>/``: ``donna extend``'s run folder of the extended space ``name``."""
+        return ExtendFolder(self.root / "extend" / name)
+
+    def extensions(self) -> list[ExtendFolder]:
+        """Every extension ``donna extend`` made here, by name."""
+        root = self.root / "extend"
+        return sorted((ExtendFolder(p) for p in root.iterdir() if p.is_dir()), key=lambda f: f.root.name) \
+            if root.is_dir() else []
+
     @property
     def compress(self) -> CompressFolder:
         """``compress/``: ``donna compress``'s model, space and side-by-side table."""
@@ -458,9 +520,20 @@ class RunFolder:
     # --- the layout ---------------------------------------------------------------------------
 
     def entry(self, path: str | Path) -> str | None:
-        """The ``LAYOUT`` pattern a file of this run folder belongs to, or None when it has no place in it."""
+        """The ``LAYOUT`` pattern a file of this run folder belongs to, or None when it has no place in it.
+
+        A file of an extension (``extend/<name>/...``, or its ``added/`` run folder) gets its pattern inside that
+        run folder, prefixed with ``extend/*/`` (``extend/*/added/``)."""
         path = Path(path)
         parts = (path.resolve().relative_to(self.root.resolve()) if path.is_absolute() else path).parts
+        if len(parts) > 2 and parts[0] == "extend":
+            inner, prefix = parts[2:], "extend/*/"
+            if len(inner) > 1 and inner[0] == "added":
+                inner, prefix = inner[1:], prefix + "added/"
+            elif len(inner) == 1 and inner[0] in dict(EXTEND_LAYOUT):
+                return prefix + inner[0]
+            found = RunFolder(".").entry(Path(*inner))
+            return None if found is None or found.startswith("extend/") else prefix + found
         for pattern, _ in LAYOUT:
             want = Path(pattern).parts
             if len(want) == len(parts) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, want)):

@@ -56,10 +56,12 @@ class MeasuredLatency(LatencyEstimator):
         device: the latency profile to measure on.
         cache_file: the CSV of measurements (``key``, ``measured_ms``, its CI, ``noisy``).
         export_dir: the export cache of the measured models (default: ``exports/`` beside ``cache_file``).
+        fresh_processes: the processes :meth:`measure_fresh` measures a model in.
     """
 
-    def __init__(self, device: str, cache_file: Path | str, export_dir: Path | str | None = None) -> None:
-        self.device, self.cache_file = device, Path(cache_file)
+    def __init__(self, device: str, cache_file: Path | str, export_dir: Path | str | None = None,
+                 fresh_processes: int = 1) -> None:
+        self.device, self.cache_file, self.fresh_processes = device, Path(cache_file), fresh_processes
         self.export_dir = Path(export_dir) if export_dir is not None else self.cache_file.parent / "exports"
         self.cache: dict[str, dict[str, Any]] = _read_measured(self.cache_file)
 
@@ -86,15 +88,18 @@ class MeasuredLatency(LatencyEstimator):
         return self.cache_file.with_name(f"{self.cache_file.stem}_fresh{self.cache_file.suffix}")
 
     def measure_fresh(self, arch: Any) -> dict[str, Any]:
-        """``measured_ms`` with its CI for ``arch`` measured again in a new Python process (``latency bench``),
-        as a user re-checks a model: a second process, a second sample of the machine's state. Cached by key
-        in :attr:`fresh_file`, so a resumed search does not measure twice."""
+        """``measured_ms`` with its CI for ``arch`` measured again in ``fresh_processes`` new Python processes
+        (``latency bench``), as a user re-checks a model: more samples of the machine's state. With several, the
+        median of their medians and a CI from the lowest to the highest end of theirs
+        (``measure_in_fresh_processes``). Cached by key in :attr:`fresh_file`, so a resumed search does not
+        measure twice."""
         fresh = _read_measured(self.fresh_file)
         if arch.key not in fresh:
             from .export import export_onnx
-            from .measure import measure_in_fresh_process
+            from .measure import measure_in_fresh_processes
 
-            result = measure_in_fresh_process(export_onnx(arch, cache_dir=self.export_dir), self.device)
+            result = measure_in_fresh_processes(export_onnx(arch, cache_dir=self.export_dir), self.device,
+                                                self.fresh_processes)
             fresh[arch.key] = {"key": arch.key, "measured_ms": result["median_ms"],
                                "measured_ms_ci_low": result["ci_low_ms"], "measured_ms_ci_high": result["ci_high_ms"],
                                "noisy": bool(result["noisy"])}

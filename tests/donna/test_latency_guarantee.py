@@ -52,3 +52,16 @@ def test_fresh_process_measurement_of_a_real_onnx_model(tmp_path):
     assert result["median_ms"] > 0 and result["ci_low_ms"] <= result["median_ms"] <= result["ci_high_ms"]
     with pytest.raises(RuntimeError, match="fresh process failed"):
         measure_in_fresh_process(tmp_path / "missing.onnx", "cpu")
+
+
+def test_several_fresh_processes_give_the_median_of_medians_and_a_ci_spanning_them(tmp_path):
+    from latency.measure import measure_in_fresh_processes
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    path = export_onnx(model, (3, 8, 8), path=tmp_path / "m.onnx")
+    result = measure_in_fresh_processes(path, "cpu", processes=3)
+    each = result["process_ms"]
+    assert len(each) == 3 and result["median_ms"] == sorted(each)[1]
+    assert result["ci_low_ms"] <= min(each) and result["ci_high_ms"] >= max(each)
+    with pytest.raises(ValueError, match="at least 1"):
+        measure_in_fresh_processes(path, "cpu", processes=0)

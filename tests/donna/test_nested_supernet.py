@@ -156,3 +156,26 @@ def test_a_cut_teacher_of_the_space_initialises_every_slot():
         net.eval()
         x = torch.randn(2, *space.slot_input_shape(slot))
         assert torch.allclose(net(x, space.options(slot)[-1]), teacher.blocks[slot](x), atol=1e-5)
+
+
+def test_a_new_larger_kernel_warm_started_from_the_run_starts_as_the_run_s_kernel():
+    from dataclasses import replace
+
+    from blocks import restrict
+    from donna.nested_supernet import warm_start
+
+    space = tiny_space()  # kernels 3 and 5
+    slot = space.slots[0]
+    wider = replace(space, slots=(replace(slot, choices={**slot.choices, "kernel": (3, 5, 7)}), *space.slots[1:]))
+    torch.manual_seed(0)
+    run = SlotSupernet(space, 0)
+    _randomise(run)
+    new = [o for o in wider.options(0) if o.kernel == 7]
+    added = SlotSupernet(restrict(wider, {0: [str(o) for o in new]}), 0)
+    assert warm_start(added, run.state_dict()) > 0
+    x = torch.randn(2, *space.slot_input_shape(0))
+    for spec in new:  # a kernel-7 option starts from the kernel-5 one: its 5x5 weights centred, zeros around
+        same = replace(spec, kernel=5)
+        assert torch.allclose(added.eval().extract(spec)(x), run.eval().extract(same)(x), atol=1e-5), spec
+    untouched = SlotSupernet(restrict(wider, {0: [str(o) for o in new]}), 0)
+    assert not torch.allclose(untouched.eval().extract(new[0])(x), run.extract(replace(new[0], kernel=5))(x))
