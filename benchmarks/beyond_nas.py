@@ -86,6 +86,8 @@ def extend(args: argparse.Namespace) -> int:
               f"{100 * v['accuracy_gain_median']:.2f} / {100 * v['accuracy_gain_max']:.2f} | "
               f"{at.get('before', float('nan')):.4f} -> {at.get('after', float('nan')):.4f} | "
               f"{100 * (t.get('within_5') or 0):.0f}% / {100 * (t.get('rmspe') or 0):.1f}%, {t.get('speed_ratio')} |")
+    print("\nNSR correction of the warm-started new options (their twins' NSR in the run over after the extra "
+          "training), per slot: " + ", ".join(f"{k}: x{v:.3f}" for k, v in record["nsr_correction"].items()))
     folder = RunFolder(args.run).extend(record["space"])
     print("\n" + folder.extend_md.read_text())
     return 0
