@@ -41,21 +41,24 @@ from donna.config import DataConfig, TeacherConfig, section_from_dict  # noqa: E
 from donna.data import load_data  # noqa: E402
 from donna.labels import LabelConfig, label_one  # noqa: E402
 from donna.nsr import arch_nsr, load_nsr_table  # noqa: E402
-from donna.predictor import AccuracyPredictor, naive_scores, nsr_columns  # noqa: E402
+from donna.predictor import AccuracyPredictor, fit_predictor, naive_scores, nsr_columns  # noqa: E402
 from donna.rankstats import bootstrap_taus, noise_ceiling, paired_difference  # noqa: E402
 from donna.runfolder import RunFolder, write_json  # noqa: E402
 from donna.search_stage import run_space  # noqa: E402
 from donna.train import predict_logits  # noqa: E402
 
 HELDOUT_SEED = 1_000_003  # the labels' sample never uses this seed
+COMBINED = "ridge on NSR + accuracy before finetuning"  # fitted on the run's labels, as predictor.json
 
 
-def heldout_archs(workdir: Path, space: SearchSpace, n_uniform: int, n_front: int) -> list[tuple[str, Arch]]:
-    """The fixed held-out set: uniform members, then members spread along the first searched front."""
+def heldout_archs(workdir: Path, space: SearchSpace, n_uniform: int, n_front: int,
+                  seed: int = HELDOUT_SEED) -> list[tuple[str, Arch]]:
+    """The fixed held-out set: uniform members (drawn with ``seed``), then members spread along the first searched
+    front."""
     run = RunFolder(workdir)
     taken = set(pd.read_csv(run.labels_csv)["key"]) if run.labels_csv.is_file() else set()
     chosen: dict[str, tuple[str, Arch]] = {}
-    for arch in space.sample_many(4 * n_uniform, seed=HELDOUT_SEED):
+    for arch in space.sample_many(4 * n_uniform, seed=seed):
         if arch.key not in taken and len(chosen) < n_uniform:
             chosen.setdefault(arch.key, ("uniform", arch))
     fronts = run.searches()
@@ -70,7 +73,7 @@ def heldout_archs(workdir: Path, space: SearchSpace, n_uniform: int, n_front: in
 
 def plan(workdir: Path, space: SearchSpace, args: argparse.Namespace) -> list[tuple[str, Arch, int]]:
     """Every (origin, arch, seed) to label: the held-out set with the label seed, then repeats with another."""
-    archs = heldout_archs(workdir, space, args.heldout, args.near_front)
+    archs = heldout_archs(workdir, space, args.heldout, args.near_front, args.heldout_seed)
     jobs = [(origin, arch, args.seed) for origin, arch in archs]
     jobs += [("repeat", arch, args.seed + 1) for _, arch in archs[:args.repeats]]
     return jobs
@@ -134,18 +137,25 @@ def report(workdir: Path, args: argparse.Namespace) -> dict:
     features = nsr_columns(space.num_slots)
     y = main["accuracy"].to_numpy(float)
     scores = {"ridge (predictor.json)": predictor.predict_frame(main), **naive_scores(main, features)}
+    labels = pd.read_csv(RunFolder(workdir).labels_csv)
+    if "bkd_accuracy" in labels and labels["bkd_accuracy"].notna().all():  # the same labels, one more feature
+        combined = fit_predictor(labels, [*features, "bkd_accuracy"])
+        scores[COMBINED] = combined.predict_frame(main)
     taus = bootstrap_taus(y, scores, n_boot=args.boot, seed=0)
     table = pd.DataFrame(taus).T[["kendall_tau", "tau_low", "tau_high"]]
     table.index.name = "ranker"
     naive = {k: v["kendall_tau"] for k, v in taus.items()
-             if not k.startswith("ridge") and np.isfinite(v["kendall_tau"])}
+             if not k.startswith("ridge") and k != COMBINED and np.isfinite(v["kendall_tau"])}
     best = max(naive, key=naive.get)
     paired = paired_difference(y, scores["ridge (predictor.json)"], scores[best], n_boot=args.boot, seed=0)
+    paired_combined = (paired_difference(y, scores[COMBINED], scores[best], n_boot=args.boot, seed=0)
+                       if COMBINED in scores else None)
     rep = rows[rows["origin"] == "repeat"].set_index("key")["accuracy"]
     first = main.set_index("key")["accuracy"].reindex(rep.index)
     ceiling = noise_ceiling(y, first.to_numpy(float), rep.to_numpy(float)) if len(rep) else {}
     out = {"n": len(main), "origins": main["origin"].value_counts().to_dict(), "accuracy_min": float(y.min()),
            "accuracy_max": float(y.max()), "rankers": taus, "best_naive": best, "ridge_minus_best_naive": paired,
+           "combined_minus_best_naive": paired_combined, "heldout_seed": args.heldout_seed,
            "noise": ceiling, "labels_used_by_predictor": predictor.n_labels,
            "seconds_per_label": float(rows["seconds"].mean()), "recipe": json.loads(main["recipe"].iloc[0])}
     print(f"held-out architectures: {len(main)} ({out['origins']}), accuracy {y.min():.4f} to {y.max():.4f} "
@@ -155,6 +165,9 @@ def report(workdir: Path, args: argparse.Namespace) -> dict:
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\nridge minus best naive ranker ({best}): {paired['difference']:+.3f}, 90% paired interval "
           f"[{paired['low']:+.3f}, {paired['high']:+.3f}]")
+    if paired_combined is not None:
+        print(f"{COMBINED} minus {best}: {paired_combined['difference']:+.3f}, 90% paired interval "
+              f"[{paired_combined['low']:+.3f}, {paired_combined['high']:+.3f}]")
     if ceiling:
         print(f"noise ceiling: label noise sd {ceiling['label_noise_sd']:.4f} from {ceiling['repeats']} repeats "
               f"-> a perfect predictor would reach tau about {ceiling['ceiling_tau']:.3f}")
@@ -171,6 +184,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heldout", type=int, default=60, help="uniformly drawn held-out architectures")
     parser.add_argument("--near-front", type=int, default=10, help="held-out members spread along the front")
     parser.add_argument("--repeats", type=int, default=4, help="architectures labelled again with another seed")
+    parser.add_argument("--heldout-seed", type=int, default=HELDOUT_SEED,
+                        help="seed of the uniform held-out draw (another seed: a set nobody has looked at)")
     parser.add_argument("--seed", type=int, default=0, help="label seed (repeats use seed + 1)")
     parser.add_argument("--epochs", type=int, default=None, help="override the label recipe's epochs")
     parser.add_argument("--train-samples", type=int, default=None, help="override its train subset (0: all)")
