@@ -2,8 +2,9 @@
 
 Every searchable block of the model becomes a slot with the block's own stride and output channels, so every
 option keeps the slot's input and output shapes; its choices are the block's own value of every knob and the
-cheaper ones: fewer repeats, smaller kernels and expansions, squeeze-excite and attention optional. The block
-type, activation and group width stay the model's. The stem and head are the model's. The model is the
+cheaper ones: fewer repeats, smaller kernels and expansions, squeeze-excite and attention optional, and a cheaper
+block type where one takes the same knobs (``CHEAPER_TYPES``: the depthwise ``ir`` for a fused ``fir`` or a
+grouped ``gir`` block). Activation and group width stay the model's. The stem and head are the model's. The model is the
 space's largest member (``SearchSpace.reference``), so it is the teacher whose blocks are distilled.
 """
 
@@ -15,6 +16,10 @@ from blocks.ir import OPTIONAL_KNOBS, UNUSED_KNOBS, Arch, BlockSpec
 from blocks.spaces import SearchSpace
 
 EXPANSIONS = (1, 2, 3, 4, 6)  # the expansions offered below a block's own (as EfficientNet and DONNA's spaces)
+# Cheaper block types offered beside a block's own: at the same kernel and expansion a depthwise kxk costs less than
+# a fused dense kxk or a grouped kxk. The depthwise-separable ``ds`` is cheaper than ``ir`` too, but it ignores the
+# expansion, so a slot cannot offer it next to several expansions (one network, one key): not offered.
+CHEAPER_TYPES: dict[str, tuple[str, ...]] = {"fir": ("ir",), "gir": ("ir",)}
 
 
 def _kernels(kernel: int) -> list[int]:
@@ -30,7 +35,7 @@ def slot_choices(spec: BlockSpec) -> dict[str, list[Any]]:
     ``SearchSpace.reference`` reads them), cheaper values before it, knobs its type ignores fixed."""
     ignored = UNUSED_KNOBS.get(spec.type, {})
     choices: dict[str, list[Any]] = {
-        "type": [spec.type],
+        "type": [*CHEAPER_TYPES.get(spec.type, ()), spec.type],  # the model's own last: the reference's
         "kernel": _kernels(spec.kernel),
         "expansion": [spec.expansion] if "expansion" in ignored else _expansions(spec.expansion),
         "depth": list(range(1, spec.depth + 1)),

@@ -108,3 +108,26 @@ def test_mbconv_tiny_plus_loads_samples_builds_and_keeps_the_plain_reference():
     assert any(b.attn for a in archs for b in a.blocks) and any(b.type == "gir" for a in archs for b in a.blocks)
     model = build_model(archs[0]).eval()
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_mbconv_imagenet_plus_offers_every_type_and_attention_at_imagenet_shapes_and_they_match_onnxruntime():
+    base, plus = get_space("mbconv-imagenet"), get_space("mbconv-imagenet-plus")
+    assert [plus.slot_output_shape(i) for i in range(5)] == [base.slot_output_shape(i) for i in range(5)]
+    assert all(b.type == "ir" and b.attn == 0 for b in plus.reference().blocks)
+    for slot in (3, 4):  # the 7x7 slots: one option of every type closed by attention, at the slot's real shape
+        options = plus.options(slot)
+        assert {o.type for o in options} == {"ir", "fir", "gir"} and {o.attn for o in options} == {0, 4}
+        cin = plus.slot_input_shape(slot)
+        for block_type in ("ir", "fir", "gir"):
+            spec = next(o for o in options if o.type == block_type and o.attn == 4 and o.depth == 1)
+            block = _randomised(build_block(spec, cin[0]))
+            x = torch.randn(1, *cin)
+            with torch.no_grad():
+                expected = block(x)
+            assert expected.shape[1:] == plus.slot_output_shape(slot)
+            buffer = io.BytesIO()
+            torch.onnx.export(block, (x,), buffer, dynamo=False, input_names=["x"],
+                              opset_version=OPSETS["torchscript"])
+            session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+            (got,) = session.run(None, {"x": x.numpy()})
+            assert np.abs(expected.numpy() - got).max() < 1e-3, spec

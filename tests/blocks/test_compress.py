@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from blocks import build_block, count_macs, get_space
-from blocks.compress import compression_space, compression_space_dict
+from blocks.compress import CHEAPER_TYPES, compression_space, compression_space_dict
 
 
 def _models():
@@ -34,7 +34,8 @@ def test_every_option_keeps_its_slots_shapes_and_costs_at_most_the_models_block(
             with torch.no_grad():
                 assert tuple(block(x).shape[1:]) == space.slot_output_shape(i) == (own.out_channels, *_hw(arch, i))
             assert count_macs(block, (c, h, w)) <= own_macs
-        assert {s.type for s in options} == {own.type} and {s.act for s in options} == {own.act}
+        assert {s.type for s in options} == {own.type, *CHEAPER_TYPES.get(own.type, ())}  # and a cheaper type
+        assert {s.act for s in options} == {own.act}
 
 
 def _hw(arch, i):
@@ -49,3 +50,11 @@ def test_the_choices_are_the_models_values_and_the_cheaper_ones():
     slot = compression_space_dict(arch)["slots"][0]["choices"]
     assert slot == {"type": ["ir"], "kernel": [3, 5, 7], "expansion": [2, 3, 4, 6], "depth": [1, 2, 3],
                     "se": [0.0, 0.25], "act": ["swish"]}
+
+
+def test_a_fused_or_grouped_block_is_offered_the_depthwise_type_too():
+    plus = get_space("mbconv-tiny-plus")
+    arch = next(a for a in plus.sample_many(200, seed=3) if {"fir", "gir"} <= {b.type for b in a.blocks})
+    slots = compression_space_dict(arch)["slots"]
+    for spec, slot in zip(arch.blocks, slots):
+        assert slot["choices"]["type"] == ([spec.type] if spec.type == "ir" else ["ir", spec.type])
