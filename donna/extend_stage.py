@@ -71,6 +71,9 @@ def run_extend(workdir: str | Path, space_file: str | Path, num_labels: int = 10
     if num_labels < 1:
         raise ValueError(f"--labels must be at least 1 (new labels that use new options), got {num_labels}")
     config = base_run.read_config()
+    if "extend" in config:
+        raise ValueError(f"{workdir} is itself an extension; extend the run it extends "
+                         f"({config['extend'].get('base')}) with a space that holds both additions")
     base_space = run_space(base_run.root)
     space = get_space(space_file).with_classes(base_space.num_classes)
     if space.name == base_space.name:
@@ -79,6 +82,10 @@ def run_extend(workdir: str | Path, space_file: str | Path, num_labels: int = 10
     added = added_options(base_space, space)
     folder = base_run.extend(space.name)
     ext = folder.run
+    recorded = (ext.read_config().get("run") or {}).get("space_sha256")
+    if recorded is not None and recorded != ext.space_record(space_file)["space_sha256"]:
+        raise ValueError(f"{folder.root} was made from another version of space {space.name!r}; delete that folder "
+                         "to extend with this one, or give the new space another name")
     ext.root.mkdir(parents=True, exist_ok=True)
     _record(folder, base_run, config, space_file, space, num_labels)
 
@@ -94,7 +101,8 @@ def run_extend(workdir: str | Path, space_file: str | Path, num_labels: int = 10
         teacher = get_teacher(section_from_dict(TeacherConfig, ext.read_config()["teacher"]), space, data,
                               ext.root, progress)
     trained = [i for i, a in enumerate(added) if a]
-    twins = controls(base_space, added)
+    warm = warmed(base_space, added, bkd_cfg.mode)
+    twins = controls(base_space, added, warm, getattr(teacher, "arch", None))
     trainee = restrict(space, {i: [str(o) for o in space.options(i) if o in added[i] or str(o) in twins[i]]
                                for i in trained})
     print(f"extension {space.name}: {sum(map(len, added))} new options in slots {trained} "
@@ -102,11 +110,11 @@ def run_extend(workdir: str | Path, space_file: str | Path, num_labels: int = 10
           f"{sum(len(base_space.options(i)) for i in range(base_space.num_slots))} distilled options are reused")
     with clock.stage("bkd", f"{count(sum(map(len, added)), 'new option')}, {count(bkd_cfg.epochs, 'epoch')}"):
         run_bkd(bkd_cfg, trainee, teacher, data, folder.added.root, progress, slots=trained,
-                warm=run_slots(base_run, base_space, trained))
+                warm=run_slots(base_run, base_space, [i for i in trained if warm[i]]))
     with clock.stage("scoring", count(sum(map(len, added)), "new option")):
         scored = score_library(section_from_dict(ScoreConfig, config["score"]), trainee, teacher, data,
                                folder.added.root, progress, slots=trained)
-        added_nsr, correction = corrected_nsr(scored, pd.read_csv(base_run.nsr_csv), added, twins)
+        added_nsr, correction = corrected_nsr(scored, pd.read_csv(base_run.nsr_csv), added, twins, warm)
         print("NSR of the new options that start from the run's weights, times the factor by which their twins "
               "(the run's nearest options, trained beside them) were better after the extra training: "
               + ", ".join(f"slot {k} x{v:.3f}" for k, v in correction.items()))
@@ -155,29 +163,46 @@ def _record(folder: ExtendFolder, base_run: RunFolder, config: dict, space_file:
     write_json(folder.extend_json, record)
 
 
-def controls(base_space: SearchSpace, added: list[list]) -> list[set[str]]:
-    """Per slot, the run's options trained again beside the new ones as controls (``blocks.twin_option``): the
-    twin of every new option that nests in the supernet, so starts from the run's weights
-    (``nested_supernet.warm_start``)."""
+def warmed(base_space: SearchSpace, added: list[list], mode: str) -> list[set[str]]:
+    """Per slot, the new options that start from the run's trained weights (``nested_supernet.warm_start``): those
+    that nest, of a block type the run's slot already has a weight-shared stage for. None in BKD mode
+    ``independent`` (its modules are one per option, by index: nothing to share)."""
+    from donna.nested_supernet import nests
+
+    if mode != "supernet":
+        return [set() for _ in added]
+    out = []
+    for i, options in enumerate(added):
+        stages = {o.type for o in base_space.options(i) if nests(o)}
+        out.append({str(o) for o in options if nests(o) and o.type in stages})
+    return out
+
+
+def controls(base_space: SearchSpace, added: list[list], warm: list[set[str]], teacher: Arch | None) -> list[set[str]]:
+    """Per slot, the run's options trained again beside the new ones as controls: the twin
+    (``blocks.twin_option``) of every warm-started new option, where the twin nests too and is not the teacher's
+    own block (whose NSR is near the floor in both trainings, so their ratio is noise)."""
     from blocks import twin_option
     from donna.nested_supernet import nests
 
-    return [{str(twin_option(base_space, i, o)) for o in opts if nests(o)} for i, opts in enumerate(added)]
+    out = []
+    for i, options in enumerate(added):
+        twins = {twin_option(base_space, i, o) for o in options if str(o) in warm[i]}
+        out.append({str(t) for t in twins if nests(t) and (teacher is None or t != teacher.blocks[i])})
+    return out
 
 
-def corrected_nsr(scored: pd.DataFrame, run_nsr: pd.DataFrame, added: list[list],
-                  twins: list[set[str]]) -> tuple[pd.DataFrame, dict[str, float]]:
+def corrected_nsr(scored: pd.DataFrame, run_nsr: pd.DataFrame, added: list[list], twins: list[set[str]],
+                  warm: list[set[str]]) -> tuple[pd.DataFrame, dict[str, float]]:
     """The new options' NSR rows, those of warm-started options put on the run's training budget; and per slot the
     factor that did it.
 
     A new option that starts from the run's slot gets the run's training and the extension's on top, so its NSR
     is lower than the run's options' for the budget alone. Its twins (the run's nearest options) trained beside it
     from their run weights measure that: the factor is the median, over the slot's twins, of the twin's NSR in
-    the run over its NSR after the extension's training. Warm-started new options' NSR is multiplied by it;
-    options that do not nest (one module each, random start, as in the run) keep theirs.
+    the run over its NSR after the extension's training. Warm-started new options' NSR is multiplied by it; the
+    others (random start, as the run's own options of their kind) keep theirs.
     """
-    from donna.nested_supernet import nests
-
     run = {(int(s), o): float(v) for s, o, v in zip(run_nsr["slot"], run_nsr["option"], run_nsr["nsr"])}
     rows, factors = [], {}
     for slot, options in enumerate(added):
@@ -187,11 +212,12 @@ def corrected_nsr(scored: pd.DataFrame, run_nsr: pd.DataFrame, added: list[list]
         ratios = [run[(slot, t)] / float(here.loc[t, "nsr"]) for t in sorted(twins[slot])
                   if float(here.loc[t, "nsr"]) > 0]
         factor = float(np.median(ratios)) if ratios else 1.0
-        factors[str(slot)] = round(factor, 4)
+        if warm[slot]:
+            factors[str(slot)] = round(factor, 4)
         for o in options:
             row = here.loc[str(o)].to_dict()
             rows.append({"slot": slot, "option": str(o), **row,
-                         "nsr": float(row["nsr"]) * (factor if nests(o) else 1.0)})
+                         "nsr": float(row["nsr"]) * (factor if str(o) in warm[slot] else 1.0)})
     columns = ["slot", "option", "nsr", "params", "macs"]
     return pd.DataFrame(rows)[columns] if rows else pd.DataFrame(columns=columns), factors
 
@@ -224,7 +250,11 @@ def compose_library(base_run: RunFolder, folder: ExtendFolder, base_space: Searc
         else:
             parts = [{"mode": base_ckpt["mode"], "options": base_manifest["options"],
                       "fingerprint": base_manifest["fingerprint"], "file": relative(base_run.slot_weights(slot))}]
-        stats = dict(read_bn_file(base_run.slot_bn(slot)).get("stats", {}))
+        base_bn = read_bn_file(base_run.slot_bn(slot))
+        if base_bn.get("fingerprint") != base_manifest["fingerprint"]:
+            raise ValueError(f"{base_run.slot_bn(slot)} does not belong to the run's slot {slot} weights; run `donna "
+                             f"build-predictor --workdir {base_run.root}` to rescore it, then extend")
+        stats = dict(base_bn.get("stats", {}))
         manifests = [base_manifest]
         if added[slot]:
             add_manifest = read_json(folder.added.slot_manifest(slot))
@@ -241,7 +271,7 @@ def compose_library(base_run: RunFolder, folder: ExtendFolder, base_space: Searc
                     "parts": [{k: v for k, v in m.items() if k != "options"} | {"options": len(m["options"])}
                               for m in manifests]}
         if read_json(ext.slot_manifest(slot)) != json.loads(json.dumps(manifest)) or \
-                not ext.slot_weights(slot).is_file():
+                not ext.slot_weights(slot).is_file() or not ext.slot_bn(slot).is_file():
             weights = {"format": LIBRARY_FORMAT, "mode": EXTENDED, "slot": slot, "fingerprint": fp, "parts": parts}
             atomic_save(ext.slot_weights(slot), lambda p, w=weights: torch.save(w, p))
             atomic_save(ext.slot_bn(slot), lambda p, b={"fingerprint": fp, "stats": stats}: torch.save(b, p))
@@ -313,8 +343,15 @@ def _extend_tables(base_run: RunFolder, folder: ExtendFolder, base_space: Search
         try:
             if target.table_json.is_file():
                 from latency import LatencyTable
+                from latency.table import space_signature
 
-                out[device] = LatencyTable.load(target.root)
+                done = LatencyTable.load(target.root)
+                made_from = (done.conditions.get("extends") or {}).get("created")
+                if done.space_signature != space_signature(space) or \
+                        made_from != LatencyTable.load(table_json.parent).created:
+                    raise LatencyError(f"{target.root} was extended from another build of the run's table or for "
+                                       f"another space; delete {target.root} to extend the current one")
+                out[device] = done
             else:
                 out[device] = extend_latency_table(table_json.parent, base_space, space, target.root,
                                                    cache_dir=folder.run.exports, progress=progress)

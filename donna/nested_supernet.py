@@ -337,7 +337,9 @@ class ExtendedSlot(_SlotModule):
         self.owner = {spec: k for k, options in enumerate(served) for spec in options}
         if sorted(map(str, self.owner)) != sorted(map(str, self.options)) or \
                 sum(map(len, served)) != len(self.options):
-            raise ValueError(f"slot {slot}: the parts' options are not the slot's options, each served once")
+            missing = sorted(set(map(str, self.options)) - set(map(str, self.owner)))
+            raise ValueError(f"slot {slot}: the parts do not serve every option of the slot exactly once"
+                             + (f" ({missing[0]} is served by none)" if missing else " (one is served twice)"))
 
     def forward(self, x: torch.Tensor, spec: BlockSpec | None = None) -> torch.Tensor:
         spec = self._option(spec)
@@ -370,11 +372,11 @@ def load_slot_module(ckpt: dict, space: SearchSpace, slot: int, root: Path | Non
         try:
             trained = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
-            raise ValueError(f"slot {slot}: {path}, a part of this extended library, is missing; run `donna "
-                             "extend` again on the run folder it extends") from None
+            raise ValueError(f"slot {slot}: {path}, a part of this extended library, is missing; delete the "
+                             "extension's folder (extend/<space>/) and run `donna extend` again") from None
         if trained.get("fingerprint") != part["fingerprint"]:
-            raise ValueError(f"slot {slot}: {path} was trained again since this extended library was made; run "
-                             "`donna extend` again")
+            raise ValueError(f"slot {slot}: {path} was trained again since this extended library was made; delete "
+                             "the extension's folder (extend/<space>/) and run `donna extend` again")
         module = make_slot_module(part["mode"], restrict(space, {slot: part["options"]}), slot)
         module.load_state_dict(trained["state_dict"])
         parts.append(module)
@@ -402,7 +404,7 @@ def warm_start(module: nn.Module, state: dict[str, torch.Tensor]) -> int:
             outer.append(slice((a - m) // 2, (a - m) // 2 + m) if centred else slice(0, m))
             inner.append(slice((b - m) // 2, (b - m) // 2 + m) if centred else slice(0, m))
         if target.ndim == 4 and any(a > b for a, b in zip(target.shape[2:], source.shape[2:])):
-            target.zero_()
+            target[outer[0], outer[1]].zero_()  # the shared channels' whole kernels: zeros around the copy
         target[tuple(outer)].copy_(source[tuple(inner)])
         filled += 1
     module.load_state_dict(own)

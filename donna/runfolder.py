@@ -89,7 +89,8 @@ LAYOUT: tuple[tuple[str, str], ...] = (
     ("compress/original.json", "donna compress: the model's latency as first measured (the targets' base)"),
     ("compress/compress.csv", "donna compress: the model and each compressed version side by side"),
     ("compress/compress.md", "donna compress: the same as a table to read"),
-    ("latency/*/measured_fresh.csv", "chosen candidates measured again in a fresh process (the search's confirmation)"),
+    ("latency/*/measured_fresh*.csv", "chosen candidates measured again in fresh processes (the search's confirmation; "
+     "_xN: in N processes)"),
     ("latency/*/teacher_latency.json", "the teacher measured on one device (for the report's speed-up)"),
     ("latency/*/exports/*/*", "cached exports of candidates measured whole"),
     ("search/*/pareto.csv", "the front of one search"),

@@ -186,7 +186,8 @@ def run_search(workdir: str | Path, cfg: SearchConfig | None = None, progress: b
             print(f"selection target {selection_target:g} ms: the target {cfg.target_ms:g} ms less the margin "
                   f"{cfg.margin:.1%}")
         outputs = finalize_search(out, result, selection_target,
-                                  measure=_front_measure(result, cfg, measured, predicted),
+                                  measure=_front_measure(result, replace(cfg, target_ms=selection_target), measured,
+                                                         predicted),
                                   latency_column="measured_ms_ci_high", progress=progress,
                                   confirm=measured.measure_fresh if cfg.confirm_max else None,
                                   confirm_max=cfg.confirm_max)

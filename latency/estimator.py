@@ -84,8 +84,10 @@ class MeasuredLatency(LatencyEstimator):
 
     @property
     def fresh_file(self) -> Path:
-        """The cache of fresh-process measurements (:meth:`measure_fresh`), beside ``cache_file``."""
-        return self.cache_file.with_name(f"{self.cache_file.stem}_fresh{self.cache_file.suffix}")
+        """The cache of fresh-process measurements (:meth:`measure_fresh`), beside ``cache_file``; one file per
+        process count (``_fresh_x3`` for three), so a figure of one process never stands for three."""
+        count = "" if self.fresh_processes == 1 else f"_x{self.fresh_processes}"
+        return self.cache_file.with_name(f"{self.cache_file.stem}_fresh{count}{self.cache_file.suffix}")
 
     def measure_fresh(self, arch: Any) -> dict[str, Any]:
         """``measured_ms`` with its CI for ``arch`` measured again in ``fresh_processes`` new Python processes

@@ -172,7 +172,12 @@ def measure_in_fresh_processes(onnx_path: Path, device: str, processes: int = 3,
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
     runs = [measure_in_fresh_process(onnx_path, device, timeout_s) for _ in range(processes)]
+    if processes == 1:
+        return {**runs[0], "process_ms": [float(runs[0]["median_ms"])], "processes": 1}
     medians = [float(r["median_ms"]) for r in runs]
-    return {**runs[0], "median_ms": float(np.median(medians)), "ci_low_ms": min(float(r["ci_low_ms"]) for r in runs),
+    reasons = [f"process {k + 1}: {r['noisy_reason']}" for k, r in enumerate(runs) if r.get("noisy_reason")]
+    return {"model": runs[0].get("model"), "device": runs[0].get("device"), "backend": runs[0].get("backend"),
+            "median_ms": float(np.median(medians)), "ci_low_ms": min(float(r["ci_low_ms"]) for r in runs),
             "ci_high_ms": max(float(r["ci_high_ms"]) for r in runs), "noisy": any(bool(r["noisy"]) for r in runs),
-            "process_ms": medians, "processes": processes}
+            "noisy_reason": "; ".join(reasons), "process_ms": medians, "processes": processes,
+            "runs": [{k: v for k, v in r.items() if k != "samples_ms"} for r in runs]}
