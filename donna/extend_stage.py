@@ -114,11 +114,12 @@ def run_extend(workdir: str | Path, space_file: str | Path, num_labels: int = 10
     with clock.stage("scoring", count(sum(map(len, added)), "new option")):
         scored = score_library(section_from_dict(ScoreConfig, config["score"]), trainee, teacher, data,
                                folder.added.root, progress, slots=trained)
-        added_nsr, correction = corrected_nsr(scored, pd.read_csv(base_run.nsr_csv), added, twins, warm)
+        run_nsr = pd.read_csv(base_run.nsr_csv)
+        added_nsr, correction = corrected_nsr(scored, run_nsr, added, twins, warm)
         print("NSR of the new options that start from the run's weights, times the factor by which their twins "
               "(the run's nearest options, trained beside them) were better after the extra training: "
               + ", ".join(f"slot {k} x{v:.3f}" for k, v in correction.items()))
-        nsr = compose_library(base_run, folder, base_space, space, added, added_nsr)
+        nsr = compose_library(base_run, folder, space, added, run_nsr, added_nsr)
         write_convergence(ext.root, convergence_check(nsr, getattr(teacher, "arch", None)))
     with clock.stage("labels", f"{count(num_labels, 'new architecture')} x {count(label_cfg.epochs, 'epoch')}"):
         archs = extension_labels(space, base_space, num_labels, label_cfg.seed + LABEL_SEED_OFFSET)
@@ -222,8 +223,8 @@ def corrected_nsr(scored: pd.DataFrame, run_nsr: pd.DataFrame, added: list[list]
     return pd.DataFrame(rows)[columns] if rows else pd.DataFrame(columns=columns), factors
 
 
-def compose_library(base_run: RunFolder, folder: ExtendFolder, base_space: SearchSpace, space: SearchSpace,
-                    added: list[list], added_nsr: pd.DataFrame) -> pd.DataFrame:
+def compose_library(base_run: RunFolder, folder: ExtendFolder, space: SearchSpace, added: list[list],
+                    base_nsr: pd.DataFrame, added_nsr: pd.DataFrame) -> pd.DataFrame:
     """Writes the extension's library and its ``nsr.csv`` (the run's rows and the new ones); returns that table.
 
     A slot file of the extension holds no weights: it names its parts, the run's slot file and the one trained for
@@ -237,19 +238,14 @@ def compose_library(base_run: RunFolder, folder: ExtendFolder, base_space: Searc
 
     ext = folder.run
     ext.library.mkdir(parents=True, exist_ok=True)
-    base_nsr = pd.read_csv(base_run.nsr_csv)
 
     def relative(path: Path) -> str:
         return os.path.relpath(path.resolve(), ext.library.resolve())
 
     for slot in range(space.num_slots):
         base_manifest = read_json(base_run.slot_manifest(slot))
-        base_ckpt = torch.load(base_run.slot_weights(slot), map_location="cpu", weights_only=True)
-        if base_ckpt["mode"] == EXTENDED:  # an extension of an extension: its parts, rebased here
-            parts = [{**part, "file": relative(base_run.library / part["file"])} for part in base_ckpt["parts"]]
-        else:
-            parts = [{"mode": base_ckpt["mode"], "options": base_manifest["options"],
-                      "fingerprint": base_manifest["fingerprint"], "file": relative(base_run.slot_weights(slot))}]
+        parts = [{"mode": base_manifest["mode"], "options": base_manifest["options"],  # (never an extension's)
+                  "fingerprint": base_manifest["fingerprint"], "file": relative(base_run.slot_weights(slot))}]
         base_bn = read_bn_file(base_run.slot_bn(slot))
         if base_bn.get("fingerprint") != base_manifest["fingerprint"]:
             raise ValueError(f"{base_run.slot_bn(slot)} does not belong to the run's slot {slot} weights; run `donna "
@@ -287,17 +283,13 @@ def compose_library(base_run: RunFolder, folder: ExtendFolder, base_space: Searc
 
 def run_slots(base_run: RunFolder, base_space: SearchSpace, slots: list[int]) -> dict[int, dict[str, Any]]:
     """Per slot, the run's trained slot module as a warm start of the new options (``run_bkd``'s ``warm``): its
-    weights and the fingerprint that names them (the first part's, for an extended run)."""
+    weights and the fingerprint that names them."""
     from donna.bkd import BlockLibrary
-    from donna.nested_supernet import ExtendedSlot
 
-    library, out = BlockLibrary(base_run.root, base_space), {}
-    for slot in slots:
-        module = library.slot_module(slot)
-        first = module.parts[0] if isinstance(module, ExtendedSlot) else module
-        out[slot] = {"fingerprint": library.manifest(slot)["fingerprint"],
-                     "state_dict": {k: v.detach().clone() for k, v in first.state_dict().items()}}
-    return out
+    library = BlockLibrary(base_run.root, base_space)
+    return {slot: {"fingerprint": library.manifest(slot)["fingerprint"],
+                   "state_dict": {k: v.detach().clone() for k, v in library.slot_module(slot).state_dict().items()}}
+            for slot in slots}
 
 
 def _label(folder: ExtendFolder, archs: list[Arch], cfg: Any, space: SearchSpace, teacher: Any, data: Any,
@@ -389,17 +381,18 @@ def front_before_after(base_space: SearchSpace, space: SearchSpace, added: list[
     from search.exact import pareto_dp
 
     contrib = predictor.nsr_lookup(nsr, space)
+    new = [{str(a) for a in opts} for opts in added]
     constant = np.array([-predictor.intercept, table.calibrated_fixed_ms])
     fronts = {}
     for name in ("before", "after"):
-        keep = [[k for k, o in enumerate(space.options(i)) if name == "after" or
-                 str(o) not in {str(a) for a in added[i]}] for i in range(space.num_slots)]
+        keep = [[k for k, o in enumerate(space.options(i)) if name == "after" or str(o) not in new[i]]
+                for i in range(space.num_slots)]
         values = [np.stack([-contrib[i][keep[i]],
                             [table.calibrated_block_ms(i, space.options(i)[k]) for k in keep[i]]], axis=1)
                   for i in range(space.num_slots)]
         F, picks, _ = pareto_dp(constant, values)
         archs = [space.make_arch([space.options(i)[keep[i][k]] for i, k in enumerate(row)]) for row in picks]
-        new_counts = [sum(str(b) in {str(a) for a in added[i]} for i, b in enumerate(a.blocks)) for a in archs]
+        new_counts = [sum(str(b) in new[i] for i, b in enumerate(a.blocks)) for a in archs]
         fronts[name] = pd.DataFrame({"front": name, "device": table.device, "key": [a.key for a in archs],
                                      "predicted_accuracy": -F[:, 0], "predicted_ms": F[:, 1],
                                      "new_options": new_counts, "arch": [a.to_string() for a in archs]})
