@@ -94,6 +94,34 @@ def test_executor_registry_runs_jobs_in_order():
         get_executor("spark")
 
 
+AUTOGRAD_THEN_FORK = """
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from common.executor import Job, get_executor
+
+def grad_of_square(v):
+    x = torch.tensor(float(v), requires_grad=True)
+    (x * x).backward()
+    return float(x.grad)
+
+with FakeTensorMode():  # what torch's dynamo-based exporter does: it starts autograd's threads in this process
+    y = torch.ones(3, requires_grad=True)
+    (y * 2).sum().backward()
+print(get_executor("processes", workers=2).map([Job(f"job {i}", grad_of_square, (i,)) for i in range(4)]))
+"""
+
+
+def test_process_workers_forked_after_autograd_threads_started_still_run_backward_jobs():
+    import subprocess
+    import sys
+
+    # a fresh interpreter, so the autograd threads this starts do not reach the other tests' forks
+    res = subprocess.run([sys.executable, "-c", AUTOGRAD_THEN_FORK], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[0.0, 2.0, 4.0, 6.0]"
+    assert "run in this process" in res.stderr  # the fallback said so
+
+
 def test_the_ray_executor_without_ray_names_the_extra(monkeypatch):
     import sys
 
