@@ -66,14 +66,14 @@ def macs_op_cost(space: SearchSpace) -> OpCost:
 def table_op_cost(table: Any) -> tuple[OpCost, Callable[[Any], float]]:
     """Costs in ms from a ``latency.LatencyTable``: ``(op_cost, arch_cost)``.
 
-    ``op_cost`` is the table's entry for (slot, option) times its slot's calibration scale;
-    ``arch_cost`` is ``table.predict``. Duck-typed: needs ``table.block_ms(slot, spec)`` (raising
-    ``ValueError`` for a block not in the table), ``table.calibration.slot_scale(slot)`` and ``table.predict``.
+    ``op_cost`` is what (slot, option) adds to the table's prediction (``table.calibrated_block_ms``: its
+    entry times its slot's calibration scale, plus the charge for its weights); ``arch_cost`` is
+    ``table.predict``. Duck-typed: needs ``table.calibrated_block_ms(slot, spec)`` (raising ``ValueError`` for a
+    block not in the table) and ``table.predict``.
     """
-    cal = table.calibration
 
     def cost(i: int, spec: BlockSpec) -> float:
-        return float(cal.slot_scale(i)) * float(table.block_ms(i, spec))
+        return float(table.calibrated_block_ms(i, spec))
 
     return cost, table.predict
 

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", default="mbconv-tiny")
     p.add_argument("--out", type=Path, default=Path("runs/bench-latency"))
     p.add_argument("--n-calibration", type=int, default=40)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--busy", action="store_true", help="keep one `yes > /dev/null` process running meanwhile")
     p.add_argument("--n-validation", type=int, default=30)
     p.add_argument("--n-noise", type=int, default=3, help="architectures measured in two processes")

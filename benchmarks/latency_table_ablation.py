@@ -7,7 +7,8 @@ Usage::
 Every variant uses the same measured rows (built by ``benchmarks/latency_table.py``), so the figures
 differ only by how the rows are combined: rounds used (the first only, or all), per-round statistic,
 normalising by the canary, or dropping rounds the canary marks as slow, the number of calibration
-networks and the calibration model. The validation networks are never used to fit or to choose.
+networks, the calibration model and whether it may charge for the networks' weights. The validation
+networks are never used to fit or to choose.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def variants(rounds: int) -> list[dict]:
             for canary in ("none", "normalise", "drop"):
                 for n_cal in (10, 40):
                     for model in ("one scale", "cv") if n_cal >= 18 else ("one scale",):  # cv: 3 per parameter
-                        out.append({"first_round_only": first_only, "statistic": statistic, "canary": canary,
-                                    "n_calibration": n_cal, "model": model})
+                        for weights in (False, True):
+                            out.append({"first_round_only": first_only, "statistic": statistic, "canary": canary,
+                                        "n_calibration": n_cal, "model": model, "weights": weights})
     return out
 
 
@@ -73,8 +75,10 @@ def evaluate(space, meta: dict, rows: list[dict], variant: dict) -> dict:
     archs = {j.arch_key: j for j in jobs if j.arch_key}
     cal_ms = measured(by_job, "calibration", archs)
     cal_ms = dict(list(cal_ms.items())[: variant["n_calibration"]])
-    grid = (math.inf,) if variant["model"] == "one scale" else None
-    cal = calibrate(table, cal_ms, archs, **({"grid": grid} if grid else {}))
+    fit = {"grid": (math.inf,)} if variant["model"] == "one scale" else {}
+    if not variant["weights"]:
+        fit["mparams"] = None  # no weight term
+    cal = calibrate(table, cal_ms, archs, **fit)
     table = replace(table, calibration=cal)
     return {**validate(table, by_job, archs), "model": cal.model}
 
@@ -92,13 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     space = get_space(args.space)
     rounds = (meta.get("schedule") or {}).get("rounds", 1)
     print(f"{args.out}: {len(rows) - 1} measurements, {rounds} rounds")
-    print(f"{'rounds':<7}{'stat':<7}{'canary':<10}{'n_cal':>6} {'model':<28}{'RMSPE':>7}{'w5':>6}{'w10':>6}"
-          f"{'worst':>7}{'rho':>7}")
+    print(f"{'rounds':<7}{'stat':<7}{'canary':<10}{'n_cal':>6} {'weights':<8}{'model':<62}{'RMSPE':>7}{'w5':>6}"
+          f"{'w10':>6}{'worst':>7}{'rho':>7}")
     for v in variants(rounds):
         m = evaluate(space, meta, rows, v)
         print(f"{'1' if v['first_round_only'] else 'all':<7}{v['statistic']:<7}{v['canary']:<10}"
-              f"{v['n_calibration']:>6} {m['model']:<28}{m['rmspe']:>7.1%}{m['within_5']:>6.0%}"
-              f"{m['within_10']:>6.0%}{m['max_abs_pct']:>6.1f}%{m['spearman']:>7.3f}")
+              f"{v['n_calibration']:>6} {'yes' if v['weights'] else 'no':<8}{m['model']:<62}{m['rmspe']:>7.1%}"
+              f"{m['within_5']:>6.0%}{m['within_10']:>6.0%}{m['max_abs_pct']:>6.1f}%{m['spearman']:>7.3f}")
     return 0
 
 

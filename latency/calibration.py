@@ -1,10 +1,16 @@
 """Calibrating a latency table's sum of parts against networks measured whole, with the model chosen by CV.
 
-Two models, one family: ``measured ~ c + sum_i s_i * block_i`` (stem and head are the same in every
-network, so the intercept holds them). A ridge penalty ``lam * sum_i (s_i - mean(s))^2`` shrinks the
-per-slot scales toward one common scale; ``lam = inf`` is the single-scale model
-``intercept + scale * sum of parts``. Leave-one-out error on the calibration networks picks ``lam``;
-the held-out validation networks are never used to fit or to choose.
+One family of models: ``measured ~ c + sum_i s_i * block_i [+ w * weights]`` (stem and head are the same
+in every network, so the intercept holds them). A ridge penalty ``lam * sum_i (s_i - mean(s))^2`` shrinks
+the per-slot scales toward one common scale; ``lam = inf`` is the single-scale model
+``intercept + scale * sum of parts``. The optional weight term charges every million parameters of a
+network's blocks ``w`` ms: a block measured alone keeps its weights in the core's cache between runs,
+while a whole network that holds more weights than the cache reloads them on every run, so the sum of
+parts under-predicts large networks (on the 2-core development machine, 4 MiB of L2 per core, the
+residual of the sum-of-parts model correlated -0.82 with the network's weights). The term is additive
+over slots, so a calibrated table stays a sum of per-slot costs. Leave-one-out error on the calibration
+networks picks ``lam`` and whether the term is used; the held-out validation networks are never used to
+fit or to choose.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ class Calibration:
     archs: tuple[str, ...] = ()  # keys of the architectures it was fitted on
     slot_scales: tuple[float, ...] = ()  # per-slot scales of block latencies; empty: ``scale`` for every slot
     ridge: float | None = None  # the chosen penalty of the per-slot scales; None: one scale
-    cv: dict | None = None  # leave-one-out RMSPE on the calibration networks of each penalty tried
+    cv: dict | None = None  # leave-one-out RMSPE on the calibration networks of each model tried
+    per_mparam_ms: float = 0.0  # what every million block parameters adds (ms); 0: no weight term
 
     def slot_scale(self, slot: int) -> float:
         """The scale of slot ``slot``'s block latencies."""
@@ -49,14 +56,13 @@ class Calibration:
         ridge = data.get("ridge")
         return cls(float(data["intercept_ms"]), float(data["scale"]), int(data.get("n", 0)),
                    tuple(data.get("archs", ())), tuple(map(float, data.get("slot_scales") or ())),
-                   None if ridge is None else float(ridge), data.get("cv"))
+                   None if ridge is None else float(ridge), data.get("cv"), float(data.get("per_mparam_ms") or 0.0))
 
     @property
     def model(self) -> str:
         """In words: which calibration model this is."""
-        if not self.slot_scales:
-            return "one scale"
-        return f"per-slot scales (ridge {self.ridge:g})"
+        scales = f"per-slot scales (ridge {self.ridge:g})" if self.slot_scales else "one scale"
+        return f"{scales} + {self.per_mparam_ms:.4f} ms per million weights" if self.per_mparam_ms else scales
 
 
 def fit_calibration(sums_ms, measured_ms) -> Calibration:
@@ -76,58 +82,72 @@ def fit_calibration(sums_ms, measured_ms) -> Calibration:
     return Calibration(intercept_ms=float(intercept), scale=float(scale), n=int(s.size))
 
 
-def _solve(blocks: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray | None:
-    """``(c, s_1..s_S)`` minimising relative squared error plus the shrinkage penalty; None if a scale is <= 0."""
+def _solve(blocks: np.ndarray, y: np.ndarray, lam: float, weights: np.ndarray | None = None) -> np.ndarray | None:
+    """``(c, s_1..s_S, w)`` minimising relative squared error plus the shrinkage penalty (``w`` 0 without
+    ``weights``); None if a scale is <= 0 or ``w`` < 0 (a network with more weights is never faster)."""
     n, k = blocks.shape
+    extra = np.zeros((n, 0)) if weights is None else np.asarray(weights, float).reshape(n, 1)
     if math.isinf(lam):
-        both = _solve(blocks.sum(axis=1, keepdims=True), y, 0.0)
-        return None if both is None else np.r_[both[0], np.full(k, both[1])]
-    design = np.c_[np.ones(n), blocks] / y[:, None]
-    gram = design.T @ design
-    penalty = np.zeros((k + 1, k + 1))
-    penalty[1:, 1:] = np.eye(k) - 1.0 / k
-    unit = float(np.trace(gram[1:, 1:])) / k  # makes lam comparable across spaces and latency ranges
-    theta = np.linalg.lstsq(gram + lam * unit * penalty, design.T @ np.ones(n), rcond=None)[0]
-    return theta if np.all(theta[1:] > 0) else None
+        design = np.c_[np.ones(n), blocks.sum(axis=1), extra] / y[:, None]
+        theta = np.linalg.lstsq(design, np.ones(n), rcond=None)[0]
+        theta = np.r_[theta[0], np.full(k, theta[1]), theta[2:]]
+    else:
+        design = np.c_[np.ones(n), blocks, extra] / y[:, None]
+        gram = design.T @ design
+        penalty = np.zeros_like(gram)
+        penalty[1:k + 1, 1:k + 1] = np.eye(k) - 1.0 / k
+        unit = float(np.trace(gram[1:k + 1, 1:k + 1])) / k  # makes lam comparable across spaces and latency ranges
+        theta = np.linalg.lstsq(gram + lam * unit * penalty, design.T @ np.ones(n), rcond=None)[0]
+    if weights is None:
+        theta = np.r_[theta, 0.0]
+    return theta if np.all(theta[1:k + 1] > 0) and theta[-1] >= 0 else None
 
 
-def _loo_rmspe(blocks: np.ndarray, y: np.ndarray, lam: float) -> float:
-    """Leave-one-out RMSPE of the model with penalty ``lam`` (inf when a fold has a scale <= 0)."""
+def _loo_rmspe(blocks: np.ndarray, y: np.ndarray, lam: float, weights: np.ndarray | None = None) -> float:
+    """Leave-one-out RMSPE of one model (inf when a fold's fit is invalid, see :func:`_solve`)."""
+    w = np.zeros(len(y)) if weights is None else np.asarray(weights, float)
     errors = []
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        theta = _solve(blocks[keep], y[keep], lam)
+        theta = _solve(blocks[keep], y[keep], lam, None if weights is None else w[keep])
         if theta is None:
             return math.inf
-        errors.append((theta[0] + blocks[i] @ theta[1:] - y[i]) / y[i])
+        errors.append((theta[0] + blocks[i] @ theta[1:-1] + theta[-1] * w[i] - y[i]) / y[i])
     return float(np.sqrt(np.mean(np.square(errors))))
 
 
-def fit_slot_calibration(fixed_ms: float, blocks_ms, measured_ms, grid=RIDGE_GRID) -> Calibration:
-    """Per-slot scales shrunk toward one scale, the penalty chosen by leave-one-out RMSPE.
+def fit_slot_calibration(fixed_ms: float, blocks_ms, measured_ms, grid=RIDGE_GRID, mparams=None) -> Calibration:
+    """Per-slot scales shrunk toward one scale, with or without a weight term, chosen by leave-one-out RMSPE.
 
     Args:
         fixed_ms: uncalibrated stem + head latency (the same in every network).
         blocks_ms: ``[n, slots]`` uncalibrated latency of each network's block in each slot.
         measured_ms: the ``n`` networks measured whole.
         grid: penalties to try (``inf`` is the single-scale model; it is always tried).
+        mparams: the ``n`` networks' block parameters in millions; None: no weight term is tried.
 
     Returns:
-        The chosen :class:`Calibration`, with ``cv`` holding every penalty's LOO RMSPE. With fewer than
-        ``MIN_PER_PARAM`` networks per parameter only the single-scale model is fitted.
+        The chosen :class:`Calibration`, with ``cv`` holding every model's LOO RMSPE (keys: the penalty,
+        ``+weights`` when the model has the weight term). With fewer than ``MIN_PER_PARAM`` networks per
+        parameter a model is not tried; the single-scale model without the weight term always is.
     """
     x, y = np.asarray(blocks_ms, float), np.asarray(measured_ms, float)
     single = fit_calibration(fixed_ms + x.sum(axis=1), y)
     grid = sorted({*grid, math.inf}, reverse=True)  # largest penalty first: ties keep the simpler model
-    if len(y) < MIN_PER_PARAM * (x.shape[1] + 1):
-        grid = [math.inf]
-    cv = {lam: _loo_rmspe(x, y, lam) if len(y) > 2 else math.nan for lam in grid}
-    best = min(grid, key=lambda lam: (cv[lam] if math.isfinite(cv[lam]) else math.inf))
-    theta = None if math.isinf(best) else _solve(x, y, best)
-    cv_out = {str(lam): (round(v, 6) if math.isfinite(v) else None) for lam, v in cv.items()}
+    models = [(lam, False) for lam in grid] + ([(lam, True) for lam in grid] if mparams is not None else [])
+    n_params = {True: x.shape[1] + 2, False: x.shape[1] + 1}
+    models = [(lam, w) for lam, w in models
+              if (lam, w) == (math.inf, False) or len(y) >= MIN_PER_PARAM * (2 + w if math.isinf(lam) else n_params[w])]
+    weights = None if mparams is None else np.asarray(mparams, float)
+    cv = {m: _loo_rmspe(x, y, m[0], weights if m[1] else None) if len(y) > 2 else math.nan for m in models}
+    best = min(models, key=lambda m: (cv[m] if math.isfinite(cv[m]) else math.inf))
+    cv_out = {f"{lam}{'+weights' if w else ''}": (round(v, 6) if math.isfinite(v) else None)
+              for (lam, w), v in cv.items()}
+    theta = None if best == (math.inf, False) else _solve(x, y, best[0], weights if best[1] else None)
     if theta is None:
         return Calibration(single.intercept_ms, single.scale, single.n, cv=cv_out)
-    scales = tuple(float(v) for v in theta[1:])
+    scales, w = tuple(float(v) for v in theta[1:-1]), float(theta[-1])
     scale = float(np.mean(scales))
-    return Calibration(float(theta[0]) - scale * fixed_ms, scale, len(y), slot_scales=scales, ridge=float(best),
-                       cv=cv_out)
+    per_slot = not math.isinf(best[0])
+    return Calibration(float(theta[0]) - scale * fixed_ms, scale, len(y), slot_scales=scales if per_slot else (),
+                       ridge=float(best[0]) if per_slot else None, cv=cv_out, per_mparam_ms=w)

@@ -80,9 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="architectures measured whole to calibrate the sum (at least 2; default: 40)")
     table.add_argument("--n-validation", type=int_at_least(0), default=30,
                        help="architectures measured whole to report the table's error (default: 30)")
-    table.add_argument("--rounds", type=int_at_least(1), default=3,
-                       help="measure every part and network in this many rounds spread over the build, so a burst "
-                       "of background load hits one round (default: 3)")
+    table.add_argument("--rounds", type=int_at_least(1), default=5,
+                       help="measure every part and network in this many rounds spread over the build, each in a "
+                       "fresh session, so a burst of background load or a slow session hits one round (default: 5)")
     table.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=0, help="seeds the sampled architectures "
                        "(default: 0)")
     table.add_argument("--force", action="store_true", help="use (resume) rows measured on another device "

@@ -23,8 +23,8 @@ from .estimator import LatencyEstimator
 __all__ = ["Calibration", "LatencyTable", "SlotLatencies", "error_metrics", "fit_calibration", "fit_slot_calibration",
            "space_signature", "validation_check"]
 
-SCHEMA_VERSION = 2  # 2: per-slot calibration scales and build conditions (files of version 1 still load)
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3  # 2: per-slot calibration scales and build conditions; 3: options' parameters, weight term
+READABLE_SCHEMAS = (1, 2, 3)  # older files load with no weight term
 BOUNDS = {"within_5": 0.90, "within_10": 1.0}  # the held-out shares a table should meet (issue 13)
 TABLE_FILE = "table.json"
 
@@ -88,26 +88,33 @@ class SlotLatencies:
     options: tuple[str, ...]  # block strings, in the space's option order
     ms: tuple[float, ...]  # median latency of each option
     noisy: tuple[bool, ...]  # whether each measurement was flagged noisy
+    mparams: tuple[float, ...] = ()  # parameters of each option in millions (empty in tables built before them)
 
     @cached_property
     def by_option(self) -> dict[str, float]:
         """Latency of each option by its block string."""
         return dict(zip(self.options, self.ms))
 
+    @cached_property
+    def mparams_by_option(self) -> dict[str, float]:
+        """Parameters (millions) of each option by its block string; empty for an older table."""
+        return dict(zip(self.options, self.mparams))
+
     @classmethod
     def from_dict(cls, data: dict) -> SlotLatencies:
         """Reads one entry of a table file's ``slots``."""
         n = len(data["options"])
         return cls(tuple(data["input_shape"]), tuple(data["options"]), tuple(map(float, data["ms"])),
-                   tuple(map(bool, data.get("noisy") or [False] * n)))
+                   tuple(map(bool, data.get("noisy") or [False] * n)), tuple(map(float, data.get("mparams") or ())))
 
 
 @dataclass(frozen=True)
 class LatencyTable(LatencyEstimator):
     """Latency of the stem, the head and every (slot, option) of a space on one device; immutable.
 
-    ``predict(arch) = intercept + scale * (stem + head) + sum_i slot_scale_i * block_i`` (one scale for every
-    slot unless the calibration chose per-slot scales, see :mod:`latency.calibration`).
+    ``predict(arch) = intercept + scale * (stem + head) + sum_i (slot_scale_i * block_i + w * mparams_i)`` (one
+    scale for every slot unless the calibration chose per-slot scales; ``w`` 0 unless it chose the weight
+    term; see :mod:`latency.calibration`).
     Build one with :func:`latency.build_latency_table`; load one with :meth:`load`.
     """
 
@@ -166,9 +173,15 @@ class LatencyTable(LatencyEstimator):
             raise LatencyError(f"architecture has {len(arch.blocks)} blocks; the table has {len(self.slots)} slots")
         return float(self.fixed_ms + sum(self.block_ms(i, spec) for i, spec in enumerate(arch.blocks)))
 
+    def block_mparams(self, slot: int, spec: Any) -> float:
+        """Parameters of block ``spec`` in slot ``slot`` in millions (0 in a table built before they were kept)."""
+        return self.slots[slot].mparams_by_option.get(str(spec), 0.0)
+
     def calibrated_block_ms(self, slot: int, spec: Any) -> float:
-        """What block ``spec`` in slot ``slot`` adds to a prediction (ms): its latency times its slot's scale."""
-        return self.calibration.slot_scale(slot) * self.block_ms(slot, spec)
+        """What block ``spec`` in slot ``slot`` adds to a prediction (ms): its latency times its slot's scale,
+        plus the calibration's charge for its weights."""
+        cal = self.calibration
+        return cal.slot_scale(slot) * self.block_ms(slot, spec) + cal.per_mparam_ms * self.block_mparams(slot, spec)
 
     @property
     def calibrated_fixed_ms(self) -> float:
@@ -181,7 +194,7 @@ class LatencyTable(LatencyEstimator):
         return float(self.calibrated_fixed_ms + sum(self.calibrated_block_ms(i, b) for i, b in enumerate(arch.blocks)))
 
     def _genome_luts(self, space: Any) -> list:
-        """Per slot: gene positions, offsets, mixed-radix strides and a lookup array of latencies."""
+        """Per slot: gene positions, offsets, mixed-radix strides and a lookup array of calibrated block costs."""
         sig = space_signature(space)
         if sig != self.space_signature:
             raise LatencyError(f"space {space.name!r} (signature {sig}) is not the space this table was built "
@@ -191,7 +204,7 @@ class LatencyTable(LatencyEstimator):
         lower, upper = space.genome_bounds()
         base = space.sample(0)
         luts = []
-        for i, slot in enumerate(self.slots):
+        for i in range(len(self.slots)):
             opts = space.options(i)
             genomes = np.stack([space.encode(base.with_blocks(base.blocks[:i] + (o,) + base.blocks[i + 1:]))
                                 for o in opts])
@@ -199,7 +212,7 @@ class LatencyTable(LatencyEstimator):
             dims = upper[pos] - lower[pos] + 1
             strides = np.cumprod(np.concatenate([[1], dims[::-1][:-1]]))[::-1].astype(np.int64)
             lut = np.full(int(np.prod(dims)), np.nan)
-            lut[(genomes[:, pos] - lower[pos]) @ strides] = [slot.by_option[str(o)] for o in opts]
+            lut[(genomes[:, pos] - lower[pos]) @ strides] = [self.calibrated_block_ms(i, o) for o in opts]
             luts.append((pos, lower[pos], strides, lut))
         self._luts[sig] = luts  # a cache of values derived from the frozen fields
         return luts
@@ -215,8 +228,8 @@ class LatencyTable(LatencyEstimator):
         if np.any(g < lower) or np.any(g > upper):
             raise LatencyError(f"genome values out of the bounds of space {space.name!r}")
         total = np.full(g.shape[0], self.calibrated_fixed_ms)
-        for i, (pos, offset, strides, lut) in enumerate(self._genome_luts(space)):
-            total = total + self.calibration.slot_scale(i) * lut[(g[:, pos] - offset) @ strides]
+        for pos, offset, strides, lut in self._genome_luts(space):
+            total = total + lut[(g[:, pos] - offset) @ strides]
         missing = np.flatnonzero(np.isnan(total))
         for row in missing:  # genomes the lookup cannot index (not produced by encode): decode them
             total[row] = self.predict(space.decode(g[row]))

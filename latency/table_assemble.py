@@ -92,7 +92,7 @@ def assemble_table(space: Any, meta: dict, rows: list[dict], jobs: list, normali
         done = [j for j in jobs if j.role == "block" and j.slot == i]
         slots.append(SlotLatencies(tuple(space.slot_input_shape(i)), tuple(j.option for j in done),
                                    tuple(by_job[j.id]["ms"] for j in done),
-                                   tuple(by_job[j.id]["noisy"] for j in done)))
+                                   tuple(by_job[j.id]["noisy"] for j in done), tuple(mparams(j.make()) for j in done)))
     parts = LatencyTable(profile=meta["device"], fingerprint=meta["fingerprint"], space_name=space.name,
                          space_signature=meta["space_signature"], protocol=meta["protocol"],
                          stem=tuple(str(s) for s in space.stem), stem_ms=by_job["stem"]["ms"],
@@ -110,9 +110,20 @@ def measured(by_job: dict, role: str, archs: dict) -> dict[str, float]:
     return {v["arch_key"]: v["ms"] for v in by_job.values() if v["role"] == role and v["arch_key"] in archs}
 
 
+def mparams(module: Any) -> float:
+    """A module's parameters in millions."""
+    from blocks import count_params
+
+    return count_params(module) / 1e6
+
+
 def calibrate(table: LatencyTable, measured_ms: dict[str, float], archs: dict, **fit) -> Calibration:
-    """The calibration of ``table``'s parts on the networks in ``measured_ms`` (model chosen by LOO CV)."""
+    """The calibration of ``table``'s parts on the networks in ``measured_ms`` (model chosen by LOO CV; the
+    weight term is tried when the table knows its options' parameters)."""
     blocks = [[table.block_ms(i, b) for i, b in enumerate(archs[k].arch.blocks)] for k in measured_ms]
+    if all(slot.mparams for slot in table.slots):
+        fit.setdefault("mparams", [sum(table.block_mparams(i, b) for i, b in enumerate(archs[k].arch.blocks))
+                                   for k in measured_ms])
     cal = fit_slot_calibration(table.fixed_ms, blocks, list(measured_ms.values()), **fit)
     return replace(cal, archs=tuple(measured_ms))
 

@@ -45,7 +45,7 @@ ROWS_FILE = "rows.jsonl"
 class Schedule:
     """How the jobs of a build are measured over time."""
 
-    rounds: int = 3  # each job is measured this many times, in rounds spread over the build
+    rounds: int = 5  # each job is measured this many times, in rounds spread over the build
     canary_every: int = 10  # a canary network is measured after every this many measurements (0: none)
     normalise: bool = False  # divide each round by the canary's slowness at its time (``table_assemble``)
     statistic: str = "median"  # each round's latency: "median" or "low" (see ``table_assemble.round_value``)
@@ -386,7 +386,7 @@ def _run_jobs(entries: list[tuple[Job, int]], rows_path: Path, profile: Profile,
 
 def build_latency_table(space: Any, device: str | Profile = "cpu", out_dir: Path | str | None = None, *,
                         n_calibration: int = 40, n_validation: int = 30, n_repeat: int = 3, seed: int = 0,
-                        rounds: int = 3, canary_every: int = 10, protocol: dict | None = None,
+                        rounds: int = 5, canary_every: int = 10, protocol: dict | None = None,
                         cache_dir: Path | str | None = None, progress: bool = True,
                         force: bool = False, executor: Any = None) -> LatencyTable:
     """Measure a space's stem, head and every (slot, option) on a device and calibrate the sum.

@@ -25,7 +25,7 @@ from .export import batch_shape
 from .measure import resolve_profile
 from .protocol import ProtocolConfig
 from .table import LatencyTable, SlotLatencies, space_signature
-from .table_assemble import CANARY, build_conditions, calibrate, job_latencies, measured, round_value, validate
+from .table_assemble import CANARY, build_conditions, calibrate, job_latencies, measured, mparams, round_value, validate
 from .table_build import (
     ROWS_FILE,
     Job,
@@ -79,7 +79,7 @@ def _canary_values(rows: list[dict], statistic: str) -> list[float]:
 
 
 def extend_latency_table(base_dir: Path | str, base_space: Any, space: Any, out_dir: Path | str, *,
-                         n_calibration: int = 12, n_validation: int = 15, seed: int = 1, rounds: int = 3,
+                         n_calibration: int = 12, n_validation: int = 15, seed: int = 1, rounds: int | None = None,
                          canary_every: int = 10, cache_dir: Path | str | None = None,
                          progress: bool = True) -> LatencyTable:
     """The latency table of ``space`` (which contains ``base_space``) from the base build in ``base_dir``,
@@ -93,7 +93,7 @@ def extend_latency_table(base_dir: Path | str, base_space: Any, space: Any, out_
         n_calibration: new networks added to the calibration fit.
         n_validation: new held-out networks (the table is validated on the base's and these).
         seed: seed of the new networks' sample.
-        rounds: rounds per measurement (as the base build).
+        rounds: rounds per measurement (default: the base build's).
         canary_every: the base build's canary network is measured after every this many measurements.
         cache_dir: export cache root.
         progress: show a progress bar.
@@ -123,7 +123,10 @@ def extend_latency_table(base_dir: Path | str, base_space: Any, space: Any, out_
         raise BackendUnavailableError(f"cannot extend the {profile.name!r} table here: {reason}; build the extended "
                                       f"space's table on the device (`latency table --device {profile.name} --space "
                                       "NEW.json`)")
+    from blocks import build_block
+
     cfg = ProtocolConfig.from_dict(base.protocol)
+    rounds = base_schedule.rounds if rounds is None else rounds
     schedule = Schedule(rounds=rounds, canary_every=canary_every, normalise=base_schedule.normalise,
                         statistic=base_schedule.statistic)
     sample = base_meta["sample"]
@@ -150,8 +153,10 @@ def extend_latency_table(base_dir: Path | str, base_space: Any, space: Any, out_
         had = dict(zip(base.slots[i].options, zip(base.slots[i].ms, base.slots[i].noisy)))
         fresh = {j.option: (new[j.id]["ms"], new[j.id]["noisy"]) for j in parts if j.slot == i}
         values = [had.get(str(o)) or fresh[str(o)] for o in space.options(i)]
+        channels = space.slot_input_shape(i)[0]
         slots.append(SlotLatencies(tuple(space.slot_input_shape(i)), tuple(str(o) for o in space.options(i)),
-                                   tuple(v[0] for v in values), tuple(v[1] for v in values)))
+                                   tuple(v[0] for v in values), tuple(v[1] for v in values),
+                                   tuple(mparams(build_block(o, channels)) for o in space.options(i))))
     table = replace(base, space_name=space.name, space_signature=space_signature(space), slots=tuple(slots),
                     path=None, note=None)
     base_archs = {j.arch_key: j for j in _arch_jobs(base_space, sample["n_calibration"], sample["n_validation"],

@@ -34,10 +34,10 @@ def test_table_adapter_reads_entries_and_scales():
 
     table = LatencyTable(profile={"name": "cpu"}, fingerprint={}, space_name=space.name, space_signature="",
                          protocol={}, stem=(), stem_ms=0.0, head_ms=0.0,
-                         slots=(SlotLatencies(space.slot_input_shape(0), (str(spec),), (2.0,), (False,)),),
-                         calibration=Calibration(intercept_ms=0.1, scale=1.5))
+                         slots=(SlotLatencies(space.slot_input_shape(0), (str(spec),), (2.0,), (False,), (0.5,)),),
+                         calibration=Calibration(intercept_ms=0.1, scale=1.5, per_mparam_ms=2.0))
     cost, arch_cost = table_op_cost(table)
-    assert cost(0, spec) == 3.0 and arch_cost == table.predict
+    assert cost(0, spec) == 3.0 + 1.0 and arch_cost == table.predict  # scaled entry plus the weights' charge
     with pytest.raises(ValueError, match="not in the latency table"):
         cost(0, space.options(0)[1])
 

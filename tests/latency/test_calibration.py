@@ -46,6 +46,21 @@ def test_cv_keeps_one_scale_when_the_slots_share_it():
     assert cal.scale == pytest.approx(1.2, rel=0.05)
 
 
+def test_cv_finds_a_weight_term_and_leaves_it_out_when_absent():
+    truth = [0.8, 1.6, 1.0, 1.3, 0.9]
+    blocks, y = synthetic(truth, 40, seed=5, noise=0.003)
+    weights = np.random.default_rng(6).uniform(0.1, 2.0, 40)  # millions of parameters, unrelated to the blocks
+    cal = fit_slot_calibration(FIXED, blocks, y + 0.05 * weights, mparams=weights)
+    assert cal.per_mparam_ms == pytest.approx(0.05, rel=0.1) and "ms per million weights" in cal.model
+    np.testing.assert_allclose(cal.slot_scales, truth, rtol=0.05)
+    assert min(v for k, v in cal.cv.items() if k.endswith("+weights")) < min(
+        v for k, v in cal.cv.items() if not k.endswith("+weights")) / 3
+    plain = fit_slot_calibration(FIXED, blocks, y, mparams=weights)  # no weight effect: at most a negligible term
+    assert plain.per_mparam_ms * weights.max() < 0.01 * y.min()
+    inverse = fit_slot_calibration(FIXED, blocks, y * (1 - 0.05 * weights / weights.max()), mparams=weights)
+    assert inverse.per_mparam_ms == 0.0  # more weights measured faster is noise, never a negative charge
+
+
 def test_few_networks_fit_one_scale_only():
     blocks, y = synthetic([0.8, 1.6, 1.0, 1.3, 0.9], 10, seed=3)
     cal = fit_slot_calibration(FIXED, blocks, y)
@@ -55,7 +70,9 @@ def test_few_networks_fit_one_scale_only():
 def _table(mini_space, calibration: Calibration, validation: dict | None = None) -> LatencyTable:
     slots = tuple(SlotLatencies(tuple(mini_space.slot_input_shape(i)), tuple(str(o) for o in mini_space.options(i)),
                                 tuple(0.01 * (i + 1) + 0.005 * j for j in range(len(mini_space.options(i)))),
-                                (False,) * len(mini_space.options(i))) for i in range(mini_space.num_slots))
+                                (False,) * len(mini_space.options(i)),
+                                tuple(0.02 * (i + 1) + 0.01 * (j % 3) for j in range(len(mini_space.options(i)))))
+                  for i in range(mini_space.num_slots))
     from latency.table import space_signature
 
     return LatencyTable(profile={"name": "cpu"}, fingerprint={}, space_name=mini_space.name,
@@ -66,16 +83,17 @@ def _table(mini_space, calibration: Calibration, validation: dict | None = None)
 
 def test_per_slot_scales_predict_alike_everywhere_and_round_trip(mini_space):
     cal = Calibration(intercept_ms=0.01, scale=1.1, n=40, slot_scales=(0.9, 1.5, 1.0, 1.2, 0.8), ridge=0.1,
-                      cv={"0.1": 0.01, "inf": 0.05})
+                      cv={"0.1": 0.01, "inf": 0.05}, per_mparam_ms=0.03)
     table = _table(mini_space, cal)
     archs = mini_space.sample_many(8, seed=4)
-    expected = [0.01 + 1.1 * 0.03 + sum(cal.slot_scales[i] * table.block_ms(i, b) for i, b in enumerate(a.blocks))
-                for a in archs]
+    expected = [0.01 + 1.1 * 0.03 + sum(cal.slot_scales[i] * table.block_ms(i, b) + 0.03 * table.block_mparams(i, b)
+                                        for i, b in enumerate(a.blocks)) for a in archs]
+    assert all(table.block_mparams(i, b) > 0 for a in archs for i, b in enumerate(a.blocks))
     np.testing.assert_allclose(table.predict_many(archs), expected, rtol=1e-12)
     genomes = np.stack([mini_space.encode(a) for a in archs])
     np.testing.assert_allclose(table.predict_genomes(genomes, mini_space), expected, rtol=1e-12)
     again = LatencyTable.from_dict(json.loads(json.dumps(table.to_dict())))
-    assert again.calibration == cal and again.to_dict()["schema_version"] == 2
+    assert again.calibration == cal and again.to_dict()["schema_version"] == 3
 
 
 def test_older_table_files_load_and_unknown_or_malformed_ones_are_refused(mini_space):
@@ -86,8 +104,13 @@ def test_older_table_files_load_and_unknown_or_malformed_ones_are_refused(mini_s
     arch = mini_space.sample(5)
     assert table.calibration.slot_scales == () and table.conditions == {}
     assert table.predict(arch) == pytest.approx(0.01 + 1.2 * table.part_sum(arch))
-    with pytest.raises(LatencyError, match="schema_version 3 is not one this version reads"):
-        LatencyTable.from_dict({**data, "schema_version": 3})
+    with pytest.raises(LatencyError, match="schema_version 4 is not one this version reads"):
+        LatencyTable.from_dict({**data, "schema_version": 4})
+    v2 = {**data, "schema_version": 2, "slots": [{k: v for k, v in s.items() if k != "mparams"} for s in data["slots"]],
+          "calibration": {k: v for k, v in data["calibration"].items() if k != "per_mparam_ms"}}
+    two = LatencyTable.from_dict(v2)  # a version-2 file: no parameters, no weight term, the same predictions
+    assert two.block_mparams(0, arch.blocks[0]) == 0.0 and two.predict(arch) == pytest.approx(
+        LatencyTable.from_dict(data).predict(arch))
     bad = {**data, "calibration": {**data["calibration"], "slot_scales": [1.0, 1.0]}}
     with pytest.raises(LatencyError, match="2 calibration slot scales for 5 slots"):
         LatencyTable.from_dict(bad)

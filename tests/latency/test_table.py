@@ -32,7 +32,7 @@ def test_table_covers_every_part_and_validates_itself(cpu_table, mini_space):
     assert table.calibration.n == 4 and table.calibration.scale > 0
     rows = read_jsonl(out / "rows.jsonl")
     assert rows[0]["job"] == "meta" and all(len(r["samples_ms"]) >= 30 for r in rows[1:])
-    assert table.conditions["rounds"] == 3 and table.conditions["loadavg"]["max"] >= 0.0
+    assert table.conditions["rounds"] == 5 and table.conditions["loadavg"]["max"] >= 0.0
 
 
 def test_every_job_is_measured_once_per_round_in_rounds_spread_over_the_build(cpu_table):
@@ -42,9 +42,9 @@ def test_every_job_is_measured_once_per_round_in_rounds_spread_over_the_build(cp
     assert len(set(keys)) == len(keys)  # one row per (job, round)
     jobs = [r for r in rows if r["job"] != "canary"]
     names = list(dict.fromkeys(r["job"] for r in jobs))
-    assert len(jobs) == 3 * len(names) and {r["round"] for r in jobs} == {0, 1, 2}
-    order = [[r["job"] for r in jobs if r["round"] == k] for k in range(3)]
-    assert order[0] == names and order[1] == names[::-1] and order[2] == names  # round-robin, every other reversed
+    assert len(jobs) == 5 * len(names) and {r["round"] for r in jobs} == set(range(5))
+    order = [[r["job"] for r in jobs if r["round"] == k] for k in range(5)]
+    assert order[0] == order[2] == order[4] == names and order[1] == order[3] == names[::-1]  # every other reversed
     canary = [i for i, r in enumerate(rows) if r["job"] == "canary"]
     assert canary[0] == 0 and canary[-1] == len(rows) - 1 and max(b - a for a, b in zip(canary, canary[1:])) <= 11
     assert [rows[i]["round"] for i in canary] == list(range(len(canary)))
