@@ -217,7 +217,7 @@ def test_a_latency_table_measures_only_on_the_node_that_advertises_the_device(tw
     executor = table_executor("ray", "cpu", "auto")
     fast = {"min_time_s": 0.02, "max_time_s": 0.2, "target_ci": 0.05, "warmup_max_s": 0.1}
     table = build_latency_table(_mini_space(), "cpu", tmp_path / "table", protocol=fast, progress=False,
-                                n_calibration=3, n_validation=2, n_repeat=1, executor=executor)
+                                n_calibration=3, n_validation=2, n_repeat=1, rounds=3, executor=executor)
     rows = [r for r in read_jsonl(tmp_path / "table" / "rows.jsonl") if r["job"] != "meta"]
     assert {r["ray_node"] for r in rows} == {two_nodes}  # every measurement ran on the device's node
     jobs = {r["job"] for r in rows if r["job"] != "canary"}
