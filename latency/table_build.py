@@ -280,8 +280,11 @@ def _check_resume(rows: list[dict], meta: dict, rows_path: Path, force: bool) ->
     keys = ("fingerprint", "space_signature", "protocol", "sample", "schedule")
     diff = [k for k in keys if old.get(k) != meta.get(k)]
     if diff and not force:
+        rounds = (old.get("schedule") or {}).get("rounds")
+        again = (f"; to resume it, build again with rounds={rounds} (`latency table --rounds {rounds}`)"
+                 if diff == ["schedule"] and rounds and rounds != (meta.get("schedule") or {}).get("rounds") else "")
         raise FingerprintMismatchError(f"{rows_path} holds measurements with another {', '.join(diff)}; "
-                                       "use another out_dir (or force=True to mix them)")
+                                       f"use another out_dir (or force=True to mix them){again}")
 
 
 def _row_key(row: dict) -> tuple[str, int]:

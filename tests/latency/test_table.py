@@ -103,6 +103,13 @@ def test_resume_refuses_rows_of_another_protocol(cpu_table, mini_space):
         build_latency_table(mini_space, "cpu", out, protocol={"min_time_s": 0.5}, progress=False, **SMALL)
 
 
+def test_resume_under_another_number_of_rounds_names_the_rounds_it_was_started_with(cpu_table, mini_space):
+    _, out = cpu_table  # built with the default, 5 rounds
+    fast = {"min_time_s": 0.02, "max_time_s": 0.3, "target_ci": 0.02, "warmup_max_s": 0.2}
+    with pytest.raises(FingerprintMismatchError, match=r"another schedule; .*latency table --rounds 5"):
+        build_latency_table(mini_space, "cpu", out, protocol=fast, progress=False, rounds=3, **SMALL)
+
+
 def test_resume_refuses_rows_of_another_architecture_sample(cpu_table, mini_space):
     _, out = cpu_table
     fast = {"min_time_s": 0.02, "max_time_s": 0.3, "target_ci": 0.02, "warmup_max_s": 0.2}
