@@ -161,15 +161,24 @@ class ProcessExecutor(Executor):
         context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=context,
                                  initializer=_worker_init) as pool:
-            futures = {pool.submit(job.fn, *job.args, **job.kwargs): i for i, job in enumerate(jobs)}
-            for i, result in _as_completed(futures, retry_here=_bad_autograd_fork):
-                yield i, jobs[i].run() if result is _RUN_HERE else result
+            warned = []
+
+            def run_here(i: int, err: BaseException) -> Any:
+                if not _bad_autograd_fork(err):
+                    raise err
+                if not warned:
+                    log.warning("a worker process could not run backward (this process started autograd's "
+                                "threads before the workers were forked); such jobs run in this process")
+                    warned.append(True)
+                return jobs[i].run()
+
+            yield from _as_completed({pool.submit(job.fn, *job.args, **job.kwargs): i for i, job in enumerate(jobs)},
+                                     rescue=run_here)
 
     def map(self, jobs: Sequence[Job]) -> list[Any]:
         return _in_order(self.completed(jobs), len(jobs))
 
 
-_RUN_HERE = object()  # what ``_as_completed`` yields for a job to run again in this process
 _AUTOGRAD_FORK = "autograd's threading in combination with fork"  # torch's error in a child forked too late
 
 
@@ -180,24 +189,16 @@ def _bad_autograd_fork(err: BaseException) -> bool:
 
 
 def _as_completed(pending: dict[Future, int],
-                  retry_here: Callable[[BaseException], bool] | None = None) -> Iterator[tuple[int, Any]]:
+                  rescue: Callable[[int, BaseException], Any] | None = None) -> Iterator[tuple[int, Any]]:
     """``(index, result)`` of futures as they finish; the ones not started are cancelled when the caller stops.
-    A job whose error ``retry_here`` accepts yields ``_RUN_HERE`` instead of raising (said once in the log)."""
-    warned = False
+    ``rescue(index, error)``, when given, answers for a job that raised (and re-raises what it cannot)."""
     try:
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 index = pending.pop(future)
                 err = future.exception()
-                if err is not None and retry_here is not None and retry_here(err):
-                    if not warned:
-                        log.warning("a worker process could not run backward (this process started autograd's "
-                                    "threads before the workers were forked); such jobs run in this process")
-                        warned = True
-                    yield index, _RUN_HERE
-                    continue
-                yield index, future.result()
+                yield index, future.result() if err is None or rescue is None else rescue(index, err)
     finally:
         for future in pending:
             future.cancel()

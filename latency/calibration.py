@@ -134,10 +134,11 @@ def fit_slot_calibration(fixed_ms: float, blocks_ms, measured_ms, grid=RIDGE_GRI
     x, y = np.asarray(blocks_ms, float), np.asarray(measured_ms, float)
     single = fit_calibration(fixed_ms + x.sum(axis=1), y)
     grid = sorted({*grid, math.inf}, reverse=True)  # largest penalty first: ties keep the simpler model
-    models = [(lam, False) for lam in grid] + ([(lam, True) for lam in grid] if mparams is not None else [])
-    n_params = {True: x.shape[1] + 2, False: x.shape[1] + 1}
-    models = [(lam, w) for lam, w in models
-              if (lam, w) == (math.inf, False) or len(y) >= MIN_PER_PARAM * (2 + w if math.isinf(lam) else n_params[w])]
+    def size(lam: float, with_weights: bool) -> int:  # fitted parameters: intercept, one or S scales, w
+        return 1 + (1 if math.isinf(lam) else x.shape[1]) + with_weights
+
+    models = [(lam, w) for w in ((False, True) if mparams is not None else (False,)) for lam in grid
+              if (lam, w) == (math.inf, False) or len(y) >= MIN_PER_PARAM * size(lam, w)]
     weights = None if mparams is None else np.asarray(mparams, float)
     cv = {m: _loo_rmspe(x, y, m[0], weights if m[1] else None) if len(y) > 2 else math.nan for m in models}
     best = min(models, key=lambda m: (cv[m] if math.isfinite(cv[m]) else math.inf))

@@ -153,10 +153,11 @@ def extend_latency_table(base_dir: Path | str, base_space: Any, space: Any, out_
         had = dict(zip(base.slots[i].options, zip(base.slots[i].ms, base.slots[i].noisy)))
         fresh = {j.option: (new[j.id]["ms"], new[j.id]["noisy"]) for j in parts if j.slot == i}
         values = [had.get(str(o)) or fresh[str(o)] for o in space.options(i)]
-        channels = space.slot_input_shape(i)[0]
+        known, channels = base.slots[i].mparams_by_option, space.slot_input_shape(i)[0]  # count only what it lacks
         slots.append(SlotLatencies(tuple(space.slot_input_shape(i)), tuple(str(o) for o in space.options(i)),
                                    tuple(v[0] for v in values), tuple(v[1] for v in values),
-                                   tuple(mparams(build_block(o, channels)) for o in space.options(i))))
+                                   tuple(known.get(str(o)) or mparams(build_block(o, channels))
+                                         for o in space.options(i))))
     table = replace(base, space_name=space.name, space_signature=space_signature(space), slots=tuple(slots),
                     path=None, note=None)
     base_archs = {j.arch_key: j for j in _arch_jobs(base_space, sample["n_calibration"], sample["n_validation"],
